@@ -1,0 +1,120 @@
+//! SQL over the lake with DataFusion.
+//!
+//! The catalog `gamelake` has one schema per storage schema (`bronze`, `silver`, `gold`), whose
+//! tables are the directories under the root; `silver` is the default schema, so `item` means
+//! `silver.item`. Each query resolves a table to its latest Delta snapshot, so rows are visible as
+//! soon as their commit lands. Other schemas (such as `system`) can be registered by the server.
+
+use std::any::Any;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
+use deltalake::datafusion::error::{DataFusionError, Result as DfResult};
+use deltalake::datafusion::execution::SendableRecordBatchStream;
+use deltalake::datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use gamelake_common::{SCHEMA_SILVER, STORED_SCHEMAS};
+
+use crate::{Lake, LakeError, TableId};
+
+/// Name of the catalog that holds every schema.
+pub const CATALOG: &str = "gamelake";
+
+/// A DataFusion session over the lake; cheap to share between requests.
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+    catalog: Arc<MemoryCatalogProvider>,
+    schemas: Vec<Arc<LakeSchema>>,
+}
+
+impl QueryEngine {
+    pub fn new(lake: Lake) -> Self {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA_SILVER)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let mut schemas = Vec::new();
+        for name in STORED_SCHEMAS {
+            let schema = Arc::new(LakeSchema { lake: lake.clone(), schema: name.to_string(), names: RwLock::new(Vec::new()) });
+            catalog.register_schema(name, schema.clone()).expect("memory catalog accepts schemas");
+            schemas.push(schema);
+        }
+        ctx.register_catalog(CATALOG, catalog.clone());
+        Self { ctx, catalog, schemas }
+    }
+
+    /// The session, for registering extra schemas or functions.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Adds a schema (such as `system`) to the catalog.
+    pub fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) {
+        self.catalog.register_schema(name, schema).expect("memory catalog accepts schemas");
+    }
+
+    /// Re-lists the tables of every stored schema (for `SHOW TABLES` and `information_schema`).
+    pub async fn refresh(&self) -> Result<(), LakeError> {
+        for schema in &self.schemas {
+            let names = schema.lake.list_tables(&schema.schema).await?;
+            *schema.names.write().expect("table name lock") = names;
+        }
+        Ok(())
+    }
+
+    /// Plans a read-only SQL statement (no DDL, no DML).
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame, LakeError> {
+        self.refresh().await?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(true);
+        Ok(self.ctx.sql_with_options(sql, options).await?)
+    }
+
+    /// Runs a statement and collects its rows.
+    pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), LakeError> {
+        let df = self.plan(sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok((schema, batches))
+    }
+
+    /// Runs a statement and streams its rows.
+    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, LakeError> {
+        Ok(self.plan(sql).await?.execute_stream().await?)
+    }
+}
+
+/// One storage schema: its tables are the Delta tables under `<root>/<schema>/`.
+#[derive(Debug)]
+struct LakeSchema {
+    lake: Lake,
+    schema: String,
+    /// Table names as of the last [`QueryEngine::refresh`].
+    names: RwLock<Vec<String>>,
+}
+
+#[async_trait]
+impl SchemaProvider for LakeSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.names.read().expect("table name lock").clone()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let id = TableId::new(&self.schema, name);
+        let table = self.lake.load(&id).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let Some(table) = table else { return Ok(None) };
+        let provider = table.table_provider().await?;
+        Ok(Some(provider))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.names.read().expect("table name lock").iter().any(|n| n == name)
+    }
+}

@@ -1,0 +1,162 @@
+//! The storage root and the tables under it: `<root>/<schema>/<table>/_delta_log/`.
+//!
+//! The directories are the catalog: a table exists when its `_delta_log` does, so any Delta
+//! reader (Spark, Trino, DuckDB) finds the same tables by path.
+
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::LakeError;
+
+/// `schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableId {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { schema: schema.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for TableId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// What `gamelake tables` and `GET /v1/tables` show of a table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    pub location: String,
+    pub version: i64,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub partition_columns: Vec<String>,
+    /// (column, type) pairs.
+    pub columns: Vec<(String, String)>,
+}
+
+/// The storage root of all tables.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    store: Arc<dyn ObjectStore>,
+    /// Path of the root within `store`.
+    prefix: StorePath,
+}
+
+impl Lake {
+    /// Opens the root: a local directory path (created if missing) or an `object_store` URL.
+    pub fn open(root: &str) -> Result<Self, LakeError> {
+        let invalid = |reason: String| LakeError::InvalidRoot { root: root.to_string(), reason };
+        let url = match Url::parse(root) {
+            Ok(url) if url.scheme().len() > 1 => url,
+            _ => {
+                let path = std::path::Path::new(root);
+                std::fs::create_dir_all(path).map_err(|e| invalid(format!("cannot create directory: {e}")))?;
+                let abs = path.canonicalize().map_err(|e| invalid(e.to_string()))?;
+                Url::from_directory_path(&abs).map_err(|_| invalid("not an absolute path".into()))?
+            }
+        };
+        let mut url = url;
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let (store, prefix) = object_store::parse_url(&url).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { root: url, store: Arc::from(store), prefix })
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// URL of a table's directory.
+    pub fn table_url(&self, id: &TableId) -> Url {
+        self.root
+            .join(&format!("{}/{}/", id.schema, id.name))
+            .expect("schema and table names are plain path segments")
+    }
+
+    /// Names of the tables of a schema (directories that hold a `_delta_log`), sorted.
+    pub async fn list_tables(&self, schema: &str) -> Result<Vec<String>, LakeError> {
+        let prefix = self.prefix.clone().join(schema);
+        let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(source) => return Err(LakeError::Store { prefix: prefix.to_string(), source }),
+        };
+        let mut names = Vec::new();
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename() else { continue };
+            let log = dir.clone().join("_delta_log");
+            let mut entries = self.store.list(Some(&log));
+            let has_log = entries
+                .try_next()
+                .await
+                .map_err(|source| LakeError::Store { prefix: log.to_string(), source })?
+                .is_some();
+            if has_log {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Loads the latest snapshot of a table, or `None` if it does not exist yet.
+    pub async fn load(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
+        let table = DeltaTable::try_from_url(self.table_url(id))
+            .await
+            .map_err(|source| LakeError::Delta { table: id.to_string(), source })?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// Schema, size and counts of a table.
+    pub async fn describe(&self, id: &TableId) -> Result<Option<TableInfo>, LakeError> {
+        let Some(table) = self.load(id).await? else { return Ok(None) };
+        let delta = |source| LakeError::Delta { table: id.to_string(), source };
+        let snapshot = table.snapshot().map_err(delta)?;
+        let metadata = snapshot.metadata();
+        let schema = snapshot.schema();
+        let columns = schema
+            .fields()
+            .map(|f| (f.name().to_string(), crate::unify::delta_type_name(f.data_type())))
+            .collect();
+        let (mut rows, mut files, mut bytes) = (0u64, 0u64, 0u64);
+        for file in snapshot.log_data().iter() {
+            files += 1;
+            bytes += file.size() as u64;
+            rows += file.stats().as_deref().map_or(0, num_records_of_stats);
+        }
+        Ok(Some(TableInfo {
+            schema: id.schema.clone(),
+            name: id.name.clone(),
+            location: self.table_url(id).to_string(),
+            version: table.version().unwrap_or(-1),
+            rows,
+            files,
+            bytes,
+            partition_columns: metadata.partition_columns().clone(),
+            columns,
+        }))
+    }
+}
+
+/// `numRecords` of a Delta `add` action's JSON statistics.
+fn num_records_of_stats(stats: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(stats)
+        .ok()
+        .and_then(|v| v.get("numRecords").and_then(|n| n.as_u64()))
+        .unwrap_or(0)
+}

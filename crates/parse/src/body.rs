@@ -1,0 +1,499 @@
+//! A request body → Arrow record batches: one per silver table touched, one for
+//! `bronze.raw_logs`, one for `bronze.dead_letters`.
+//!
+//! Every non-empty line lands in `raw_logs`, and in exactly one of: its silver table, or the dead
+//! letters with a reason. The `_offset` column is added later, by the stage that knows the
+//! write-ahead-log offset of the body (see [`with_offset`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BinaryArray, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use gamelake_common::{
+    table_name_for_code, column_name_for_field, GameClock, COL_CODE, COL_CONFLICTS, COL_DETAIL,
+    COL_EVENT_DATE, COL_EVENT_TIME, COL_INGEST_DATE, COL_INGEST_TIME, COL_LINE, COL_OFFSET,
+    COL_REASON, COL_SOURCE, COL_STAGE,
+};
+
+use crate::columns::{write_cell_json, Cell, ColType, Column, TextColumn};
+use crate::syntax::{parse_line, Record, Val};
+
+/// Column types already committed, per silver table, so that a body agrees with its table.
+pub type SchemaHints = HashMap<String, HashMap<String, ColType>>;
+
+/// What the parser needs to know of the deployment.
+#[derive(Debug, Clone)]
+pub struct ParseConfig {
+    /// The game's time zone: local timestamps are read in it and `event_date` is a day in it.
+    pub time_zone: String,
+    /// The field that holds the event type in object lines.
+    pub code_field: String,
+    /// Fields tried, in order, for the event time of object lines.
+    pub time_fields: Vec<String>,
+    /// Lines longer than this are dead letters (`line_too_long`).
+    pub max_line_bytes: usize,
+}
+
+impl Default for ParseConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: "Asia/Seoul".into(),
+            code_field: "code".into(),
+            time_fields: DEFAULT_TIME_FIELDS.iter().map(|s| s.to_string()).collect(),
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The time field names of `LOG_FORMAT.md`, first match wins.
+pub const DEFAULT_TIME_FIELDS: [&str; 8] =
+    ["ts", "timestamp", "time", "event_time", "@timestamp", "modTime", "logTime", "publishTime"];
+
+/// Where a body came from and when; constant over its lines.
+#[derive(Debug, Clone)]
+pub struct IngestMeta {
+    pub ingest_time_us: i64,
+    pub source: String,
+}
+
+/// The tables' share of one body.
+#[derive(Debug)]
+pub struct ParsedBody {
+    pub accepted: usize,
+    pub dead_lettered: usize,
+    pub raw_logs: Option<RecordBatch>,
+    pub dead_letters: Option<RecordBatch>,
+    /// (silver table name, rows)
+    pub silver: Vec<(String, RecordBatch)>,
+    /// Dead letters per reason id, for metrics.
+    pub dead_reasons: Vec<(&'static str, usize)>,
+}
+
+impl ParsedBody {
+    pub fn lines(&self) -> usize {
+        self.accepted + self.dead_lettered
+    }
+}
+
+/// Parses bodies; keeps its scratch buffers between lines and bodies. One per thread.
+pub struct BodyParser {
+    cfg: ParseConfig,
+    clock: GameClock,
+    rec: Record,
+    scratch: String,
+    conflicts: String,
+}
+
+impl BodyParser {
+    pub fn new(cfg: ParseConfig) -> Result<Self, String> {
+        let clock = GameClock::new(&cfg.time_zone)?;
+        Ok(Self { cfg, clock, rec: Record::default(), scratch: String::new(), conflicts: String::new() })
+    }
+
+    pub fn config(&self) -> &ParseConfig {
+        &self.cfg
+    }
+
+    pub fn clock(&self) -> &GameClock {
+        &self.clock
+    }
+
+    /// Parses every line of `body` (split on `\n`, a trailing `\r` removed, blank lines skipped).
+    pub fn parse_body(&mut self, body: &[u8], meta: &IngestMeta, hints: &SchemaHints) -> ParsedBody {
+        let mut raw = BinaryColumn::default();
+        let mut dead = DeadLetters::default();
+        let mut tables: HashMap<String, TableChunk> = HashMap::new();
+        let mut accepted = 0;
+        for line in body.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            raw.push(line);
+            match self.parse_one(line, &mut tables, hints) {
+                Ok(()) => accepted += 1,
+                Err(rejection) => dead.push(line, rejection),
+            }
+        }
+        let date = self.clock.local_date(meta.ingest_time_us);
+        let mut silver: Vec<(String, RecordBatch)> =
+            tables.into_iter().map(|(name, chunk)| (name, chunk.finish(meta.ingest_time_us))).collect();
+        silver.sort_by(|a, b| a.0.cmp(&b.0));
+        let dead_reasons = dead.reason_counts();
+        ParsedBody {
+            accepted,
+            dead_lettered: dead.len(),
+            raw_logs: raw.finish_raw_logs(meta, date),
+            dead_letters: dead.finish(meta, date),
+            silver,
+            dead_reasons,
+        }
+    }
+
+    fn parse_one(
+        &mut self,
+        line: &[u8],
+        tables: &mut HashMap<String, TableChunk>,
+        hints: &SchemaHints,
+    ) -> Result<(), Rejection> {
+        if line.len() > self.cfg.max_line_bytes {
+            return Err(Rejection::new(
+                "line_too_long",
+                "ingest",
+                format!("line of {} bytes is over `limits.max_line_bytes` = {}", line.len(), self.cfg.max_line_bytes),
+            ));
+        }
+        let text = std::str::from_utf8(line).map_err(|e| {
+            Rejection::new("invalid_utf8", "parse", format!("line is not valid UTF-8 at byte {}", e.valid_up_to()))
+        })?;
+        parse_line(text, &mut self.rec).map_err(|e| Rejection::new(e.reason(), "parse", e.to_string()))?;
+        let rec = &self.rec;
+        let code = match &rec.prefix_code {
+            Some(span) => rec.text(span),
+            None => match rec.get(&self.cfg.code_field) {
+                Some(Val::Str(span)) => rec.text(span),
+                Some(_) => {
+                    return Err(Rejection::new(
+                        "bad_code",
+                        "parse",
+                        format!("field `{}` must be text", self.cfg.code_field),
+                    ))
+                }
+                None => {
+                    return Err(Rejection::new(
+                        "missing_code",
+                        "parse",
+                        format!("no `[code]` prefix and no `{}` field", self.cfg.code_field),
+                    ))
+                }
+            },
+        };
+        if code.is_empty() || code.len() > 128 || !code.bytes().all(is_code_byte) {
+            return Err(Rejection::new(
+                "bad_code",
+                "parse",
+                "event code must be 1 to 128 characters of `[A-Za-z0-9_.:-]`".to_string(),
+            ));
+        }
+        let event_time = match &rec.prefix_time {
+            Some(span) => self
+                .clock
+                .parse_timestamp(rec.text(span))
+                .map_err(|e| Rejection::new("bad_time", "parse", format!("prefix timestamp: {e}")))?,
+            None => self.object_time(rec)?,
+        };
+        let table = table_name_for_code(code);
+        let chunk = match tables.get_mut(&table) {
+            Some(chunk) => chunk,
+            None => {
+                let hint = hints.get(&table);
+                tables.entry(table.clone()).or_insert_with(|| TableChunk::new(hint.cloned()))
+            }
+        };
+        chunk.push_row(rec, code, event_time, self.clock.local_date(event_time), &mut self.scratch, &mut self.conflicts);
+        Ok(())
+    }
+
+    fn object_time(&self, rec: &Record) -> Result<i64, Rejection> {
+        for name in &self.cfg.time_fields {
+            let Some(val) = rec.get(name) else { continue };
+            return match val {
+                Val::Str(span) => self.clock.parse_timestamp(rec.text(span)).map_err(|e| {
+                    Rejection::new("bad_time", "parse", format!("time field `{name}`: {e}"))
+                }),
+                Val::Int(ms) => ms
+                    .checked_mul(1000)
+                    .ok_or_else(|| Rejection::new("bad_time", "parse", format!("time field `{name}`: epoch milliseconds out of range"))),
+                _ => Err(Rejection::new(
+                    "bad_time",
+                    "parse",
+                    format!("time field `{name}` must be a timestamp text or epoch milliseconds"),
+                )),
+            };
+        }
+        Err(Rejection::new(
+            "missing_time",
+            "parse",
+            format!("no time field (tried {})", self.cfg.time_fields.join(", ")),
+        ))
+    }
+}
+
+fn is_code_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')
+}
+
+/// Why a line became a dead letter.
+#[derive(Debug)]
+struct Rejection {
+    reason: &'static str,
+    stage: &'static str,
+    detail: String,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, stage: &'static str, detail: String) -> Self {
+        Self { reason, stage, detail }
+    }
+}
+
+/// The rows of one silver table within a body.
+struct TableChunk {
+    hint: Option<HashMap<String, ColType>>,
+    code: TextColumn,
+    event_time: Vec<i64>,
+    event_date: Vec<i32>,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    conflicts: TextColumn,
+    rows: usize,
+}
+
+impl TableChunk {
+    fn new(hint: Option<HashMap<String, ColType>>) -> Self {
+        Self {
+            hint,
+            code: TextColumn::default(),
+            event_time: Vec::new(),
+            event_date: Vec::new(),
+            columns: Vec::new(),
+            index: HashMap::new(),
+            conflicts: TextColumn::default(),
+            rows: 0,
+        }
+    }
+
+    fn push_row(
+        &mut self,
+        rec: &Record,
+        code: &str,
+        event_time: i64,
+        event_date: i32,
+        scratch: &mut String,
+        conflicts: &mut String,
+    ) {
+        let row = self.rows;
+        self.code.push(code);
+        self.event_time.push(event_time);
+        self.event_date.push(event_date);
+        conflicts.clear();
+        for field in &rec.fields {
+            let name = column_name_for_field(rec.text(&field.key));
+            let cell = match &field.val {
+                Val::Null => continue,
+                Val::Bool(b) => Cell::Bool(*b),
+                Val::Int(v) => Cell::Int(*v),
+                Val::Float(v) => Cell::Float(*v),
+                Val::Str(s) => Cell::Str(rec.text(s)),
+                Val::Json(s) => Cell::Json(rec.text(s)),
+            };
+            match name.as_ref() {
+                // Derived columns replace source fields of the same name (raw text stays in bronze).
+                COL_CODE | COL_EVENT_TIME | COL_EVENT_DATE => continue,
+                COL_INGEST_TIME | COL_OFFSET | COL_CONFLICTS => {
+                    add_conflict(conflicts, &name, &cell);
+                    continue;
+                }
+                _ => {}
+            }
+            let idx = match self.index.get(name.as_ref()) {
+                Some(i) => *i,
+                None => {
+                    let ty = self
+                        .hint
+                        .as_ref()
+                        .and_then(|h| h.get(name.as_ref()).copied())
+                        .unwrap_or_else(|| cell.natural_type());
+                    self.columns.push(Column::new(name.to_string(), ty));
+                    self.index.insert(name.to_string(), self.columns.len() - 1);
+                    self.columns.len() - 1
+                }
+            };
+            let col = &mut self.columns[idx];
+            if col.len() > row {
+                // The same key twice in one line: the last value wins.
+                col.pop();
+            }
+            col.pad_to(row);
+            if col.accepts(&cell) {
+                col.push(cell, scratch);
+            } else {
+                add_conflict(conflicts, &name, &cell);
+            }
+        }
+        if conflicts.is_empty() {
+            self.conflicts.push_null();
+        } else {
+            conflicts.push('}');
+            self.conflicts.push(conflicts);
+        }
+        self.rows += 1;
+    }
+
+    fn finish(mut self, ingest_time_us: i64) -> RecordBatch {
+        let rows = self.rows;
+        let mut fields = vec![
+            Field::new(COL_CODE, DataType::Utf8, true),
+            Field::new(COL_EVENT_TIME, timestamp_type(), true),
+            Field::new(COL_EVENT_DATE, DataType::Date32, true),
+        ];
+        let mut arrays: Vec<ArrayRef> = vec![
+            self.code.into_array(),
+            Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut self.event_time)).with_timezone("UTC")),
+            Arc::new(Date32Array::from(std::mem::take(&mut self.event_date))),
+        ];
+        for mut col in self.columns {
+            col.pad_to(rows);
+            fields.push(Field::new(col.name.clone(), col.ty.arrow(), true));
+            arrays.push(col.into_array());
+        }
+        fields.push(Field::new(COL_INGEST_TIME, timestamp_type(), true));
+        arrays.push(Arc::new(TimestampMicrosecondArray::from_value(ingest_time_us, rows).with_timezone("UTC")));
+        if self.conflicts.has_values() {
+            fields.push(Field::new(COL_CONFLICTS, DataType::Utf8, true));
+            arrays.push(self.conflicts.into_array());
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns are padded to the row count")
+    }
+}
+
+impl Cell<'_> {
+    fn natural_type(&self) -> ColType {
+        match self {
+            Cell::Int(_) => ColType::Int64,
+            Cell::Float(_) => ColType::Float64,
+            Cell::Bool(_) => ColType::Boolean,
+            Cell::Str(_) | Cell::Json(_) => ColType::Utf8,
+        }
+    }
+}
+
+fn add_conflict(conflicts: &mut String, name: &str, cell: &Cell<'_>) {
+    conflicts.push(if conflicts.is_empty() { '{' } else { ',' });
+    crate::syntax::write_json_string(conflicts, name);
+    conflicts.push(':');
+    write_cell_json(conflicts, cell);
+}
+
+/// The Arrow type of every timestamp gamelake writes.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Line bytes as Arrow `Binary`, built in place.
+struct BinaryColumn {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl Default for BinaryColumn {
+    fn default() -> Self {
+        Self { offsets: vec![0], bytes: Vec::new() }
+    }
+}
+
+impl BinaryColumn {
+    fn push(&mut self, line: &[u8]) {
+        self.bytes.extend_from_slice(line);
+        self.offsets.push(self.bytes.len() as i32);
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn into_array(self) -> ArrayRef {
+        Arc::new(BinaryArray::new(OffsetBuffer::new(ScalarBuffer::from(self.offsets)), self.bytes.into(), None))
+    }
+
+    fn finish_raw_logs(self, meta: &IngestMeta, date: i32) -> Option<RecordBatch> {
+        let rows = self.len();
+        if rows == 0 {
+            return None;
+        }
+        let schema = Schema::new(vec![
+            Field::new(COL_LINE, DataType::Binary, true),
+            Field::new(COL_INGEST_TIME, timestamp_type(), true),
+            Field::new(COL_SOURCE, DataType::Utf8, true),
+            Field::new(COL_INGEST_DATE, DataType::Date32, true),
+        ]);
+        let arrays: Vec<ArrayRef> = vec![
+            self.into_array(),
+            Arc::new(TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(meta.source.as_str(), rows))),
+            Arc::new(Date32Array::from_value(date, rows)),
+        ];
+        Some(RecordBatch::try_new(Arc::new(schema), arrays).expect("equal lengths"))
+    }
+}
+
+#[derive(Default)]
+struct DeadLetters {
+    lines: BinaryColumn,
+    reason: TextColumn,
+    detail: TextColumn,
+    stage: TextColumn,
+    reasons: Vec<&'static str>,
+}
+
+impl DeadLetters {
+    fn push(&mut self, line: &[u8], rejection: Rejection) {
+        self.lines.push(line);
+        self.reason.push(rejection.reason);
+        self.detail.push(&rejection.detail);
+        self.stage.push(rejection.stage);
+        self.reasons.push(rejection.reason);
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn reason_counts(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for r in &self.reasons {
+            match counts.iter_mut().find(|(name, _)| name == r) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r, 1)),
+            }
+        }
+        counts
+    }
+
+    fn finish(self, meta: &IngestMeta, date: i32) -> Option<RecordBatch> {
+        let rows = self.len();
+        if rows == 0 {
+            return None;
+        }
+        let schema = Schema::new(vec![
+            Field::new(COL_LINE, DataType::Binary, true),
+            Field::new(COL_REASON, DataType::Utf8, true),
+            Field::new(COL_DETAIL, DataType::Utf8, true),
+            Field::new(COL_STAGE, DataType::Utf8, true),
+            Field::new(COL_INGEST_TIME, timestamp_type(), true),
+            Field::new(COL_SOURCE, DataType::Utf8, true),
+            Field::new(COL_INGEST_DATE, DataType::Date32, true),
+        ]);
+        let arrays: Vec<ArrayRef> = vec![
+            self.lines.into_array(),
+            self.reason.into_array(),
+            self.detail.into_array(),
+            self.stage.into_array(),
+            Arc::new(TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(meta.source.as_str(), rows))),
+            Arc::new(Date32Array::from_value(date, rows)),
+        ];
+        Some(RecordBatch::try_new(Arc::new(schema), arrays).expect("equal lengths"))
+    }
+}
+
+/// Adds the `_offset` column (the write-ahead-log offset of the body) to a batch.
+pub fn with_offset(batch: &RecordBatch, offset: u64) -> RecordBatch {
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut arrays = batch.columns().to_vec();
+    fields.push(Field::new(COL_OFFSET, DataType::Int64, true));
+    arrays.push(Arc::new(Int64Array::from_value(offset as i64, batch.num_rows())));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("same row count")
+}

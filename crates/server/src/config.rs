@@ -1,0 +1,382 @@
+//! Configuration: `gamelake.toml` → `GAMELAKE_*` environment overrides → command-line flags →
+//! validated [`Config`]. Runtime code sees only the validated value.
+//!
+//! Environment variables map to keys by lower-casing the name after `GAMELAKE_` and reading
+//! `__` as a section separator: `GAMELAKE_DATA_DIR` sets `data_dir`,
+//! `GAMELAKE_INGEST__MAX_BODY_BYTES` sets `ingest.max_body_bytes`. Values are read as TOML
+//! scalars (numbers, booleans) and otherwise as text.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "GAMELAKE_";
+
+/// Role of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May send logs.
+    Ingest,
+    /// May run queries and read tables.
+    Query,
+    /// May do everything.
+    Admin,
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Name of the key, stored in `_source` of the rows it sends.
+    pub id: String,
+    /// The secret clients send as `Authorization: Bearer <secret>` or `X-Api-Key`.
+    pub secret: String,
+    pub role: Role,
+}
+
+/// How the game writes its logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GameConfig {
+    /// IANA time zone of local timestamps and of `event_date`. Default `Asia/Seoul`.
+    pub time_zone: String,
+    /// Field holding the event type in object lines. Default `code`.
+    pub code_field: String,
+    /// Fields tried in order for the event time of object lines.
+    pub time_fields: Vec<String>,
+}
+
+impl Default for GameConfig {
+    fn default() -> Self {
+        let p = gamelake_parse::ParseConfig::default();
+        Self { time_zone: p.time_zone, code_field: p.code_field, time_fields: p.time_fields }
+    }
+}
+
+/// Limits of `POST /v1/logs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest request body as sent (compressed or not), bytes. Default 16 MiB.
+    pub max_body_bytes: usize,
+    /// Largest body after decompression, bytes. Default 64 MiB.
+    pub max_decompressed_bytes: usize,
+    /// Lines longer than this become dead letters (`line_too_long`), bytes. Default 1 MiB.
+    pub max_line_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered, seconds. Default 600.
+    pub idempotency_window_s: u64,
+    /// Bytes of bodies accepted but not yet committed to the tables before ingest answers 503.
+    /// Default 512 MiB.
+    pub max_uncommitted_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_line_bytes: 1 << 20,
+            idempotency_window_s: 600,
+            max_uncommitted_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Table commits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// A table commits what it buffered at least this often, milliseconds. Default 1000.
+    pub commit_interval_ms: u64,
+    /// A table commits early once it buffered this many rows. Default 500 000.
+    pub commit_max_rows: usize,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self { commit_interval_ms: 1000, commit_max_rows: 500_000 }
+    }
+}
+
+/// The write-ahead log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Directory of the log; default `<data_dir>/_wal` (must be a local disk).
+    pub dir: Option<PathBuf>,
+    /// Segment size, bytes. Default 64 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self { dir: None, segment_bytes: 64 << 20 }
+    }
+}
+
+/// The file as written (every key optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Storage root: a directory or an `object_store` URL. Default `./gamelake-data`.
+    pub data_dir: String,
+    /// HTTP listen address. Default `127.0.0.1:8080`.
+    pub http_addr: String,
+    /// Postgres wire listen address. Default `127.0.0.1:5439` (not served yet).
+    pub pg_addr: String,
+    pub game: GameConfig,
+    pub ingest: IngestConfig,
+    pub lake: LakeConfig,
+    pub wal: WalConfig,
+    pub keys: Vec<KeyConfig>,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            data_dir: "./gamelake-data".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            pg_addr: "127.0.0.1:5439".into(),
+            game: GameConfig::default(),
+            ingest: IngestConfig::default(),
+            lake: LakeConfig::default(),
+            wal: WalConfig::default(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: String,
+    pub http_addr: SocketAddr,
+    pub pg_addr: SocketAddr,
+    pub wal_dir: PathBuf,
+    pub parse: gamelake_parse::ParseConfig,
+    pub ingest: IngestConfig,
+    pub lake: LakeConfig,
+    pub wal: WalConfig,
+    pub keys: Vec<KeyConfig>,
+}
+
+/// Flags that override file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<String>,
+    pub http_addr: Option<String>,
+    pub pg_addr: Option<String>,
+}
+
+/// Reads the file (if any), applies `env` and `flags`, and validates.
+pub fn load(path: Option<&Path>, env: &HashMap<String, String>, flags: &Overrides) -> anyhow::Result<Config> {
+    let mut doc: toml::Table = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config `{}`", p.display()))?;
+            text.parse().with_context(|| format!("config `{}` is not valid TOML", p.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    apply_env(&mut doc, env)?;
+    let set = |doc: &mut toml::Table, key: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            doc.insert(key.into(), toml::Value::String(v.clone()));
+        }
+    };
+    set(&mut doc, "data_dir", &flags.data_dir);
+    set(&mut doc, "http_addr", &flags.http_addr);
+    set(&mut doc, "pg_addr", &flags.pg_addr);
+    let file: ConfigFile = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
+        anyhow::anyhow!("invalid configuration: {}", e.message())
+    })?;
+    validate(file)
+}
+
+fn apply_env(doc: &mut toml::Table, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    let mut vars: Vec<(&String, &String)> = env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (name, value) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..].to_lowercase().split("__").map(str::to_string).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            bail!("environment variable `{name}` does not name a configuration key");
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table())
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let mut table = &mut *doc;
+        for section in &path[..path.len() - 1] {
+            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .with_context(|| format!("environment variable `{name}`: `{section}` is not a section"))?;
+        }
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(())
+}
+
+fn validate(file: ConfigFile) -> anyhow::Result<Config> {
+    let http_addr: SocketAddr = file
+        .http_addr
+        .parse()
+        .with_context(|| format!("`http_addr` = `{}` is not HOST:PORT with an IP address", file.http_addr))?;
+    let pg_addr: SocketAddr =
+        file.pg_addr.parse().with_context(|| format!("`pg_addr` = `{}` is not HOST:PORT with an IP address", file.pg_addr))?;
+    gamelake_common::GameClock::new(&file.game.time_zone).map_err(|e| anyhow::anyhow!("`game.time_zone`: {e}"))?;
+    if file.game.time_fields.is_empty() {
+        bail!("`game.time_fields` must name at least one field");
+    }
+    if file.lake.commit_interval_ms == 0 {
+        bail!("`lake.commit_interval_ms` must be positive");
+    }
+    if file.lake.commit_max_rows == 0 {
+        bail!("`lake.commit_max_rows` must be positive");
+    }
+    if file.ingest.max_decompressed_bytes < file.ingest.max_line_bytes {
+        bail!(
+            "`ingest.max_decompressed_bytes` ({}) must be at least `ingest.max_line_bytes` ({})",
+            file.ingest.max_decompressed_bytes,
+            file.ingest.max_line_bytes
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for key in &file.keys {
+        if key.secret.len() < 16 {
+            bail!("`keys` entry `{}`: `secret` must be at least 16 characters", key.id);
+        }
+        if !seen.insert(key.secret.clone()) {
+            bail!("`keys` entry `{}`: `secret` is used by another key", key.id);
+        }
+    }
+    if file.keys.is_empty() && !http_addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on `http_addr` = {http_addr} without API keys: anyone could write and read the data; \
+             add `[[keys]]` to the config or listen on 127.0.0.1"
+        );
+    }
+    let wal_dir = match &file.wal.dir {
+        Some(d) => d.clone(),
+        None => {
+            if file.data_dir.contains("://") && !file.data_dir.starts_with("file://") {
+                bail!("`wal.dir` must be set to a local directory when `data_dir` is remote (`{}`)", file.data_dir);
+            }
+            PathBuf::from(file.data_dir.trim_start_matches("file://")).join("_wal")
+        }
+    };
+    let parse = gamelake_parse::ParseConfig {
+        time_zone: file.game.time_zone.clone(),
+        code_field: file.game.code_field.clone(),
+        time_fields: file.game.time_fields.clone(),
+        max_line_bytes: file.ingest.max_line_bytes,
+    };
+    Ok(Config {
+        data_dir: file.data_dir,
+        http_addr,
+        pg_addr,
+        wal_dir,
+        parse,
+        ingest: file.ingest,
+        lake: file.lake,
+        wal: file.wal,
+        keys: file.keys,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn full_example() {
+        let f = write(
+            r#"
+data_dir = "/tmp/gl"
+http_addr = "0.0.0.0:9000"
+[game]
+time_zone = "UTC"
+code_field = "type"
+time_fields = ["ts"]
+[ingest]
+max_body_bytes = 1000
+max_line_bytes = 100
+[lake]
+commit_interval_ms = 250
+[wal]
+segment_bytes = 4096
+[[keys]]
+id = "servers"
+secret = "0123456789abcdef"
+role = "ingest"
+"#,
+        );
+        let c = load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(c.http_addr.port(), 9000);
+        assert_eq!(c.parse.time_zone, "UTC");
+        assert_eq!(c.parse.code_field, "type");
+        assert_eq!(c.ingest.max_body_bytes, 1000);
+        assert_eq!(c.lake.commit_interval_ms, 250);
+        assert_eq!(c.wal_dir, PathBuf::from("/tmp/gl/_wal"));
+        assert_eq!(c.keys[0].role, Role::Ingest);
+    }
+
+    #[test]
+    fn minimal_file_gives_defaults() {
+        let f = write("");
+        let c = load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.pg_addr.port(), 5439);
+        assert_eq!(c.parse.time_zone, "Asia/Seoul");
+        assert_eq!(c.lake.commit_interval_ms, 1000);
+        assert_eq!(c.data_dir, "./gamelake-data");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let f = write("data_dir = \"/a\"\n[lake]\ncommit_interval_ms = 5\n");
+        let env = HashMap::from([
+            ("GAMELAKE_DATA_DIR".to_string(), "/b".to_string()),
+            ("GAMELAKE_LAKE__COMMIT_INTERVAL_MS".to_string(), "7".to_string()),
+            ("GAMELAKE_GAME__TIME_ZONE".to_string(), "Europe/Paris".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ]);
+        let c = load(Some(f.path()), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.data_dir, "/b");
+        assert_eq!(c.lake.commit_interval_ms, 7);
+        assert_eq!(c.parse.time_zone, "Europe/Paris");
+        let flags = Overrides { data_dir: Some("/c".into()), ..Overrides::default() };
+        assert_eq!(load(Some(f.path()), &env, &flags).unwrap().data_dir, "/c");
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("[lake]\ncommit_intervall_ms = 5\n", "commit_intervall_ms"),
+            ("[game]\ntime_zone = \"Mars/Olympus\"\n", "game.time_zone"),
+            ("http_addr = \"localhost\"\n", "http_addr"),
+            ("http_addr = \"0.0.0.0:8080\"\n", "without API keys"),
+            ("[lake]\ncommit_interval_ms = \"soon\"\n", "commit_interval_ms"),
+        ];
+        for (text, needle) in cases {
+            let f = write(text);
+            let err = format!("{:#}", load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let env = HashMap::from([("GAMELAKE_NOPE".to_string(), "1".to_string())]);
+        let err = format!("{:#}", load(None, &env, &Overrides::default()).unwrap_err());
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,85 @@
+//! The HTTP API on one port: ingest, query, tables, health, metrics and the dashboard.
+
+pub mod auth;
+pub mod error;
+pub mod ingest;
+pub mod query;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use gamelake_lake::{Lake, QueryEngine};
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pipeline: Arc<Pipeline>,
+    pub query: QueryEngine,
+    pub lake: Lake,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// The routes of `DESIGN.md`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/logs", post(ingest::post_logs))
+        .route("/v1/query", post(query::post_query))
+        .route("/v1/tables", get(query::get_tables))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        // Ingest reads its body with its own limit and a message that names it.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route: &'static str = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
+        Some("/v1/logs") => "/v1/logs",
+        Some("/v1/query") => "/v1/query",
+        Some("/v1/tables") => "/v1/tables",
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/metrics") => "/metrics",
+        Some("/") => "/",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    state.pipeline.metrics.count_request(route, resp.status().as_u16());
+    resp
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready() && !state.pipeline.failed() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: recovering the write-ahead log\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.pipeline.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}

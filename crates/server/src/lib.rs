@@ -1,0 +1,16 @@
+//! The `gamelake` binary's library: configuration, the pipeline, the HTTP API and the commands.
+//!
+//! # Layout
+//! - [`config`]: file, environment and flags into a validated [`config::Config`].
+//! - [`pipeline`]: WAL, sequencing, table writers, recovery.
+//! - [`http`]: the routes of `DESIGN.md`.
+//! - [`serve`]: wiring it all on a listener with a shutdown future.
+//! - [`sql`], [`tables`]: the `sql` and `tables` commands.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod serve;
+pub mod sql;
+pub mod tables;

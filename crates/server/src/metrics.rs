@@ -1,0 +1,157 @@
+//! Every metric of the server, rendered in the Prometheus text format. All names start with
+//! `gamelake_` and carry their unit.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const LATENCY_BUCKETS_S: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    inner: Mutex<(Vec<u64>, u64, f64)>,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let mut g = self.inner.lock().expect("histogram lock");
+        if g.0.is_empty() {
+            g.0 = vec![0; LATENCY_BUCKETS_S.len()];
+        }
+        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            if s <= *b {
+                g.0[i] += 1;
+            }
+        }
+        g.1 += 1;
+        g.2 += s;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let g = self.inner.lock().expect("histogram lock");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            let n = g.0.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", g.1);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", g.2);
+        let _ = writeln!(out, "{name}_count{braces} {}", g.1);
+    }
+}
+
+/// Per-table commit figures.
+#[derive(Debug, Default, Clone)]
+pub struct TableCommits {
+    pub commits: u64,
+    pub rows: u64,
+    pub seconds: f64,
+    pub errors: u64,
+    pub committed_offset: Option<u64>,
+}
+
+/// The server's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    pub ingest_bodies: AtomicU64,
+    pub ingest_bytes: AtomicU64,
+    pub ingest_lines_accepted: AtomicU64,
+    pub ingest_lines_dead: Mutex<BTreeMap<String, u64>>,
+    pub ingest_rows_by_table: Mutex<BTreeMap<String, u64>>,
+    pub ack_latency: Histogram,
+    pub wal_bytes: AtomicU64,
+    pub wal_segments: AtomicU64,
+    pub wal_next_offset: AtomicU64,
+    pub wal_committed_offset: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub uncommitted_bytes: AtomicU64,
+    pub commits: Mutex<BTreeMap<String, TableCommits>>,
+    pub queries: AtomicU64,
+    pub query_errors: AtomicU64,
+    pub query_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn count_request(&self, route: &'static str, status: u16) {
+        *self.http_requests.lock().expect("metrics lock").entry((route, status)).or_default() += 1;
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let _ = writeln!(out, "# HELP gamelake_http_requests_total HTTP requests by route and status.\n# TYPE gamelake_http_requests_total counter");
+        for ((route, status), n) in self.http_requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "gamelake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        counter(&mut out, "gamelake_ingest_bodies_total", "Request bodies made durable.", self.ingest_bodies.load(Ordering::Relaxed));
+        counter(&mut out, "gamelake_ingest_bytes_total", "Decompressed body bytes made durable.", self.ingest_bytes.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP gamelake_ingest_lines_total Lines made durable, by outcome.\n# TYPE gamelake_ingest_lines_total counter");
+        let _ = writeln!(out, "gamelake_ingest_lines_total{{outcome=\"accepted\"}} {}", self.ingest_lines_accepted.load(Ordering::Relaxed));
+        let dead = self.ingest_lines_dead.lock().expect("metrics lock");
+        let _ = writeln!(out, "gamelake_ingest_lines_total{{outcome=\"dead_lettered\"}} {}", dead.values().sum::<u64>());
+        let _ = writeln!(out, "# HELP gamelake_dead_letters_total Rejected lines by reason.\n# TYPE gamelake_dead_letters_total counter");
+        for (reason, n) in dead.iter() {
+            let _ = writeln!(out, "gamelake_dead_letters_total{{reason=\"{reason}\"}} {n}");
+        }
+        drop(dead);
+        let _ = writeln!(out, "# HELP gamelake_ingest_events_total Accepted events by silver table.\n# TYPE gamelake_ingest_events_total counter");
+        for (table, n) in self.ingest_rows_by_table.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "gamelake_ingest_events_total{{table=\"{table}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP gamelake_ingest_ack_latency_seconds Time from body received to 2xx.\n# TYPE gamelake_ingest_ack_latency_seconds histogram");
+        self.ack_latency.render(&mut out, "gamelake_ingest_ack_latency_seconds", "");
+        gauge(&mut out, "gamelake_wal_bytes", "Bytes of write-ahead-log segments on disk.", self.wal_bytes.load(Ordering::Relaxed));
+        gauge(&mut out, "gamelake_wal_segments", "Write-ahead-log segments on disk.", self.wal_segments.load(Ordering::Relaxed));
+        gauge(&mut out, "gamelake_wal_next_offset", "Offset the next body gets.", self.wal_next_offset.load(Ordering::Relaxed));
+        gauge(&mut out, "gamelake_wal_committed_offset", "Every body at or below this offset is committed to all its tables.", self.wal_committed_offset.load(Ordering::Relaxed));
+        counter(&mut out, "gamelake_wal_syncs_total", "fsync calls of the write-ahead log (group commits).", self.wal_syncs.load(Ordering::Relaxed));
+        gauge(&mut out, "gamelake_uncommitted_bytes", "Body bytes durable in the log but not yet in every table.", self.uncommitted_bytes.load(Ordering::Relaxed));
+        let commits = self.commits.lock().expect("metrics lock");
+        let _ = writeln!(out, "# HELP gamelake_table_commits_total Delta commits by table.\n# TYPE gamelake_table_commits_total counter");
+        for (t, c) in commits.iter() {
+            let _ = writeln!(out, "gamelake_table_commits_total{{table=\"{t}\"}} {}", c.commits);
+        }
+        let _ = writeln!(out, "# HELP gamelake_table_commit_errors_total Failed Delta commits by table (retried).\n# TYPE gamelake_table_commit_errors_total counter");
+        for (t, c) in commits.iter() {
+            let _ = writeln!(out, "gamelake_table_commit_errors_total{{table=\"{t}\"}} {}", c.errors);
+        }
+        let _ = writeln!(out, "# HELP gamelake_table_rows_committed_total Rows committed by table.\n# TYPE gamelake_table_rows_committed_total counter");
+        for (t, c) in commits.iter() {
+            let _ = writeln!(out, "gamelake_table_rows_committed_total{{table=\"{t}\"}} {}", c.rows);
+        }
+        let _ = writeln!(out, "# HELP gamelake_table_commit_seconds_total Time spent committing by table.\n# TYPE gamelake_table_commit_seconds_total counter");
+        for (t, c) in commits.iter() {
+            let _ = writeln!(out, "gamelake_table_commit_seconds_total{{table=\"{t}\"}} {}", c.seconds);
+        }
+        drop(commits);
+        counter(&mut out, "gamelake_queries_total", "SQL queries run.", self.queries.load(Ordering::Relaxed));
+        counter(&mut out, "gamelake_query_errors_total", "SQL queries that failed.", self.query_errors.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP gamelake_query_duration_seconds SQL query time.\n# TYPE gamelake_query_duration_seconds histogram");
+        self.query_latency.render(&mut out, "gamelake_query_duration_seconds", "");
+        if let Some(rss) = process_rss_bytes() {
+            gauge(&mut out, "gamelake_process_resident_memory_bytes", "Resident set size of the process.", rss);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge(&mut out, "gamelake_process_open_fds", "Open file descriptors.", fds.count() as u64);
+        }
+        out
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux).
+pub fn process_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

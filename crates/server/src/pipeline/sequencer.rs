@@ -1,0 +1,109 @@
+//! The one thread that owns the write-ahead log: appends bodies in arrival order, fsyncs each
+//! group once, forwards the parsed bodies to the dispatcher in offset order, then answers.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use gamelake_parse::ParsedBody;
+use gamelake_wal::Wal;
+use tokio::sync::{mpsc, oneshot};
+
+use super::idempotency::IdempotencyStore;
+use super::tables::Dispatch;
+use crate::metrics::Metrics;
+
+/// Work for the sequencer.
+pub enum WalMsg {
+    Append {
+        payload: Vec<u8>,
+        parsed: ParsedBody,
+        bytes: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Delete segments whose records are all at or below this offset.
+    Trim(u64),
+}
+
+/// Bodies gathered into one fsync at most.
+const MAX_GROUP_MESSAGES: usize = 4096;
+const MAX_GROUP_BYTES: usize = 64 << 20;
+
+pub struct Sequencer {
+    pub wal: Wal,
+    pub dispatch: mpsc::UnboundedSender<Dispatch>,
+    pub metrics: Arc<Metrics>,
+    pub idempotency: Arc<IdempotencyStore>,
+    pub idempotency_path: PathBuf,
+}
+
+impl Sequencer {
+    /// Runs until every sender of `rx` is gone. Returns an error text if the log failed; the
+    /// bodies of the failed group were answered with an error and are not durable.
+    pub fn run(mut self, rx: Receiver<WalMsg>) -> Result<(), String> {
+        let mut group: Vec<(u64, ParsedBody, u64, oneshot::Sender<Result<u64, String>>)> = Vec::new();
+        loop {
+            let first = match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            };
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    WalMsg::Append { payload, parsed, bytes: body_bytes, reply } => {
+                        bytes += payload.len();
+                        match self.wal.append(&payload) {
+                            Ok(offset) => group.push((offset, parsed, body_bytes, reply)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                    WalMsg::Trim(through) => self.trim(through),
+                }
+                if group.len() >= MAX_GROUP_MESSAGES || bytes >= MAX_GROUP_BYTES {
+                    break;
+                }
+                next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                };
+            }
+            if group.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.wal.sync() {
+                let text = format!("write-ahead log failed: {e}");
+                tracing::error!(error = %e, "write-ahead log sync failed; ingest stops");
+                for (_, _, _, reply) in group.drain(..) {
+                    let _ = reply.send(Err(text.clone()));
+                }
+                return Err(text);
+            }
+            self.metrics.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            self.metrics.wal_next_offset.store(self.wal.next_offset(), Ordering::Relaxed);
+            for (offset, parsed, body_bytes, reply) in group.drain(..) {
+                // Dispatch first: the dispatcher must see offsets in order, answered or not.
+                let _ = self.dispatch.send(Dispatch { offset, parsed, bytes: body_bytes });
+                let _ = reply.send(Ok(offset));
+            }
+        }
+    }
+
+    fn trim(&mut self, through: u64) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Err(e) = self.idempotency.save(&self.idempotency_path, now_ms) {
+            tracing::warn!(error = %e, "cannot save idempotency keys; keeping log segments");
+            return;
+        }
+        match self.wal.remove_segments_through(through) {
+            Ok(n) if n > 0 => tracing::debug!(removed = n, through, "trimmed write-ahead log"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot trim write-ahead log"),
+        }
+        self.metrics.wal_bytes.store(self.wal.disk_bytes(), Ordering::Relaxed);
+        self.metrics.wal_segments.store(self.wal.segment_count() as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `gamelake` binary on free ports and temp dirs.
+
+mod crash;
+mod duckdb;
+mod evolution;
+mod ingest;
+mod util;

@@ -1,0 +1,177 @@
+//! SQL golden tests in the sqllogictest format over the tables gamelake writes.
+//!
+//! Each `tests/sql/<topic>.slt` gets a fresh data dir. The statement `LOAD '<file>'` ingests a
+//! log file (relative to `tests/sql/`) through the real pipeline (parse, WAL, table commits) and
+//! returns once it is committed; every other statement runs on the query engine.
+//!
+//! Run one file: `cargo test -p gamelake --test sqllogictests -- <topic>`; rewrite the expected
+//! results after a reviewed change: `... -- <topic> --complete`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gamelake::config::{self, Overrides};
+use gamelake_lake::arrow::array::RecordBatch;
+use gamelake_lake::arrow::util::display::{ArrayFormatter, FormatOptions};
+use gamelake_lake::{Lake, QueryEngine};
+use gamelake_parse::IngestMeta;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+#[derive(Debug)]
+struct SltError(String);
+
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SltError {}
+
+struct Db {
+    data_dir: PathBuf,
+    fixtures: PathBuf,
+    engine: QueryEngine,
+}
+
+impl Db {
+    async fn load(&self, file: &str) -> Result<(), SltError> {
+        let err = |e: anyhow::Error| SltError(format!("{e:#}"));
+        let body = std::fs::read(self.fixtures.join(file)).map_err(|e| SltError(format!("reading `{file}`: {e}")))?;
+        let flags = Overrides { data_dir: Some(self.data_dir.display().to_string()), ..Overrides::default() };
+        let cfg = config::load(None, &HashMap::new(), &flags).map_err(err)?;
+        let lake = Lake::open(&cfg.data_dir).map_err(|e| SltError(e.to_string()))?;
+        let metrics = Arc::new(gamelake::metrics::Metrics::default());
+        let (pipeline, task, _) = gamelake::pipeline::start(&cfg, lake, metrics).await.map_err(err)?;
+        // A fixed ingest time keeps `_ingest_time` and `ingest_date` stable in expected output.
+        let meta = IngestMeta { ingest_time_us: 1_764_288_000_000_000, source: "slt".into() };
+        let parsed = pipeline.parse(&body, &meta);
+        let payload = gamelake::pipeline::record::encode(meta.ingest_time_us, "slt", None, &body);
+        pipeline.submit(payload, parsed, body.len() as u64).await.map_err(|e| SltError(e.to_string()))?;
+        pipeline.close();
+        task.join().await.map_err(err)
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Db {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        let trimmed = sql.trim();
+        if let Some(rest) = trimmed.strip_prefix("LOAD ") {
+            self.load(rest.trim().trim_matches('\'')).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let (schema, batches) = self.engine.sql(sql).await.map_err(|e| SltError(e.to_string()))?;
+        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let mut rows = Vec::new();
+        for b in &batches {
+            rows.extend(format_rows(b).map_err(|e| SltError(e.to_string()))?);
+        }
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
+fn column_type(dt: &gamelake_lake::arrow::datatypes::DataType) -> DefaultColumnType {
+    use gamelake_lake::arrow::datatypes::DataType as D;
+    match dt {
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => DefaultColumnType::Integer,
+        D::Float32 | D::Float64 | D::Decimal128(..) => DefaultColumnType::FloatingPoint,
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => DefaultColumnType::Text,
+        _ => DefaultColumnType::Any,
+    }
+}
+
+fn format_rows(batch: &RecordBatch) -> Result<Vec<Vec<String>>, gamelake_lake::arrow::error::ArrowError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let formatters: Vec<ArrayFormatter> =
+        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<_, _>>()?;
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            formatters
+                .iter()
+                .map(|f| {
+                    let s = f.value(row).to_string();
+                    if s.is_empty() { "(empty)".to_string() } else { s }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
+    let fixtures = path.parent().unwrap().to_path_buf();
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let data_dir = scratch.path().join("data");
+    let make = {
+        let data_dir = data_dir.clone();
+        move || {
+            let data_dir = data_dir.clone();
+            let fixtures = fixtures.clone();
+            async move {
+                let lake = Lake::open(&data_dir.display().to_string()).map_err(|e| SltError(e.to_string()))?;
+                Ok::<_, SltError>(Db { data_dir, fixtures, engine: QueryEngine::new(lake) })
+            }
+        }
+    };
+    let mut runner = sqllogictest::Runner::new(make);
+    if complete {
+        runner
+            .update_test_file(path, " ", sqllogictest::default_validator, sqllogictest::default_normalizer, sqllogictest::default_column_validator)
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        runner.run_file_async(path).await.map_err(|e| e.display(true).to_string())
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    // libtest's listing protocol, so `cargo nextest` can run each file as a test.
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            for f in &files {
+                println!("{}: test", name(f));
+            }
+        }
+        return;
+    }
+    let complete = args.iter().any(|a| a == "--complete");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    files.retain(|p| filters.is_empty() || filters.iter().any(|f| name(p).contains(f.as_str())));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut passed, mut failed) = (0, 0);
+    for f in &files {
+        match runtime.block_on(run_file(f, complete)) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok   {}", name(f));
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {}\n{e}", name(f));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || files.is_empty() {
+        std::process::exit(1);
+    }
+}
