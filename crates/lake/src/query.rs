@@ -5,7 +5,6 @@
 //! `silver.item`. Each query resolves a table to its latest Delta snapshot, so rows are visible as
 //! soon as their commit lands. Other schemas (such as `system`) can be registered by the server.
 
-use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -98,10 +97,6 @@ struct LakeSchema {
 
 #[async_trait]
 impl SchemaProvider for LakeSchema {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn table_names(&self) -> Vec<String> {
         self.names.read().expect("table name lock").clone()
     }

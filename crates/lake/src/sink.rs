@@ -32,7 +32,7 @@ pub const WAL_APP_ID: &str = "gamelake-wal";
 /// What a commit did.
 #[derive(Debug, Clone)]
 pub struct CommitSummary {
-    pub version: i64,
+    pub version: u64,
     pub rows: usize,
     pub duration: Duration,
     /// Columns this commit added to the table.
@@ -127,9 +127,7 @@ impl TableSink for DeltaSink {
         let rows = conformed.iter().map(|b| b.num_rows()).sum();
         let table = match self.table.take() {
             Some(t) => t,
-            None => DeltaTable::try_from_url(self.lake.table_url(&self.id))
-                .await
-                .map_err(|source| LakeError::Delta { table: table_name.clone(), source })?,
+            None => self.lake.unloaded(&self.id)?,
         };
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(WAL_APP_ID, through_offset as i64))
@@ -153,7 +151,7 @@ impl TableSink for DeltaSink {
                 return Err(LakeError::Delta { table: table_name, source });
             }
         };
-        let version = table.version().unwrap_or(-1);
+        let version = table.version().unwrap_or(0);
         self.schema = Some(Arc::new(Schema::clone(&table.snapshot().map_err(|source| LakeError::Delta { table: table_name.clone(), source })?.snapshot().arrow_schema())));
         self.committed = Some(through_offset);
         self.table = Some(table);

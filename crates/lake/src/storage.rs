@@ -38,7 +38,7 @@ pub struct TableInfo {
     pub schema: String,
     pub name: String,
     pub location: String,
-    pub version: i64,
+    pub version: u64,
     pub rows: u64,
     pub files: u64,
     pub bytes: u64,
@@ -114,12 +114,33 @@ impl Lake {
         Ok(names)
     }
 
+    /// Whether a table has a `_delta_log` (the table exists).
+    pub async fn exists(&self, id: &TableId) -> Result<bool, LakeError> {
+        let log = self.prefix.clone().join(id.schema.as_str()).join(id.name.as_str()).join("_delta_log");
+        let mut entries = self.store.list(Some(&log));
+        match entries.try_next().await {
+            Ok(first) => Ok(first.is_some()),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(LakeError::Store { prefix: log.to_string(), source }),
+        }
+    }
+
     /// Loads the latest snapshot of a table, or `None` if it does not exist yet.
     pub async fn load(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
+        if !self.exists(id).await? {
+            return Ok(None);
+        }
         let table = DeltaTable::try_from_url(self.table_url(id))
             .await
             .map_err(|source| LakeError::Delta { table: id.to_string(), source })?;
         Ok(table.version().is_some().then_some(table))
+    }
+
+    /// A handle on a table that may not exist yet (its first write creates it).
+    pub fn unloaded(&self, id: &TableId) -> Result<DeltaTable, LakeError> {
+        deltalake::DeltaTableBuilder::from_url(self.table_url(id))
+            .and_then(|b| b.build())
+            .map_err(|source| LakeError::Delta { table: id.to_string(), source })
     }
 
     /// Schema, size and counts of a table.
@@ -143,11 +164,11 @@ impl Lake {
             schema: id.schema.clone(),
             name: id.name.clone(),
             location: self.table_url(id).to_string(),
-            version: table.version().unwrap_or(-1),
+            version: table.version().unwrap_or(0),
             rows,
             files,
             bytes,
-            partition_columns: metadata.partition_columns().clone(),
+            partition_columns: metadata.partition_columns().to_vec(),
             columns,
         }))
     }

@@ -433,7 +433,7 @@ mod tests {
     #[test]
     fn times_are_formatted_like_game_servers() {
         // 2026-11-27T17:10:11.123Z is 02:10:11.123 on the 28th in Seoul.
-        let ms = 1_764_263_411_123;
+        let ms = 1_795_799_411_123;
         assert_eq!(utc_rfc3339(ms), "2026-11-27T17:10:11.123Z");
         assert_eq!(seoul_local(ms), "2026-11-28 02:10:11.123");
     }

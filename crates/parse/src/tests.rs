@@ -176,7 +176,8 @@ fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::Bool),
         any::<i64>().prop_map(serde_json::Value::from),
-        (-1e12f64..1e12).prop_map(serde_json::Value::from),
+        // Binary fractions: exact in every float parser, so the comparison is about syntax.
+        any::<i32>().prop_map(|n| serde_json::Value::from(n as f64 / 8.0)),
         "\\PC{0,12}".prop_map(serde_json::Value::String),
     ]
 }
@@ -200,7 +201,8 @@ fn relaxed(map: &serde_json::Map<String, serde_json::Value>, eq: bool, single: b
     fn val(v: &serde_json::Value, single: bool) -> String {
         match v {
             serde_json::Value::String(s) if single => {
-                format!("'{}'", serde_json::to_string(s).unwrap().trim_matches('"').replace('\'', "\\'"))
+                let json = serde_json::to_string(s).unwrap();
+                format!("'{}'", json[1..json.len() - 1].replace('\'', "\\'"))
             }
             serde_json::Value::Array(a) => format!("[{}]", a.iter().map(|x| val(x, single)).collect::<Vec<_>>().join(", ")),
             serde_json::Value::Object(o) => format!(

@@ -191,8 +191,14 @@ pub fn load(path: Option<&Path>, env: &HashMap<String, String>, flags: &Override
     set(&mut doc, "data_dir", &flags.data_dir);
     set(&mut doc, "http_addr", &flags.http_addr);
     set(&mut doc, "pg_addr", &flags.pg_addr);
-    let file: ConfigFile = toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| {
-        anyhow::anyhow!("invalid configuration: {}", e.message())
+    let file: ConfigFile = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            anyhow::anyhow!("invalid configuration: {}", inner.message())
+        } else {
+            anyhow::anyhow!("invalid configuration key `{path}`: {}", inner.message())
+        }
     })?;
     validate(file)
 }

@@ -44,7 +44,7 @@ pub fn decode(payload: &[u8]) -> Result<BodyRecord<'_>, &'static str> {
     let time = payload.get(1..9).ok_or("short record")?;
     let ingest_time_us = i64::from_le_bytes(time.try_into().expect("8 bytes"));
     let mut pos = 9;
-    let mut take = |pos: &mut usize| -> Result<&[u8], &'static str> {
+    let take = |pos: &mut usize| -> Result<&[u8], &'static str> {
         let len = payload.get(*pos..*pos + 2).ok_or("short record")?;
         let len = u16::from_le_bytes(len.try_into().expect("2 bytes")) as usize;
         let s = payload.get(*pos + 2..*pos + 2 + len).ok_or("short record")?;

@@ -37,7 +37,7 @@ async fn new_fields_become_columns_without_ddl() {
         types,
         vec![
             vec![Value::from("bonus"), Value::from("Boolean")],
-            vec![Value::from("difficulty"), Value::from("Utf8")],
+            vec![Value::from("difficulty"), Value::from("Utf8View")],
             vec![Value::from("exp"), Value::from("Int64")],
         ]
     );
