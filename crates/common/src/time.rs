@@ -48,9 +48,9 @@ pub struct GameClock {
 impl GameClock {
     /// A clock for the IANA zone `name` (`Asia/Seoul`, `UTC`, `America/Los_Angeles`).
     pub fn new(name: &str) -> Result<Self, String> {
-        let tz: Tz = name
-            .parse()
-            .map_err(|_| format!("unknown time zone `{name}`: use an IANA name such as `Asia/Seoul`"))?;
+        let tz: Tz = name.parse().map_err(|_| {
+            format!("unknown time zone `{name}`: use an IANA name such as `Asia/Seoul`")
+        })?;
         Ok(Self::from_tz(tz))
     }
 
@@ -88,7 +88,12 @@ impl GameClock {
         let minute = digits(b, 14, 2)?;
         expect(b, 16, b':')?;
         let second = digits(b, 17, 2)?;
-        if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
             return Err(TimeError::Range);
         }
         if day > days_in_month(year, month) {
@@ -140,7 +145,11 @@ impl GameClock {
         let offset = match self.tz.from_local_datetime(&naive).earliest() {
             Some(dt) => dt.offset().fix().local_minus_utc() as i64,
             // A local time inside a daylight-saving gap: read it with the offset before the gap.
-            None => self.tz.offset_from_utc_datetime(&naive).fix().local_minus_utc() as i64,
+            None => self
+                .tz
+                .offset_from_utc_datetime(&naive)
+                .fix()
+                .local_minus_utc() as i64,
         };
         self.local_cache.set((hour, offset));
         offset
@@ -153,7 +162,11 @@ impl GameClock {
             return cached_offset;
         }
         let offset = match chrono::DateTime::from_timestamp(utc_seconds, 0) {
-            Some(dt) => self.tz.offset_from_utc_datetime(&dt.naive_utc()).fix().local_minus_utc() as i64,
+            Some(dt) => self
+                .tz
+                .offset_from_utc_datetime(&dt.naive_utc())
+                .fix()
+                .local_minus_utc() as i64,
             None => 0,
         };
         self.utc_cache.set((hour, offset));
@@ -250,9 +263,13 @@ mod tests {
     #[test]
     fn rfc3339_offsets_are_honoured() {
         let clock = seoul();
-        let a = clock.parse_timestamp("2026-11-28T02:10:12.004+09:00").unwrap();
+        let a = clock
+            .parse_timestamp("2026-11-28T02:10:12.004+09:00")
+            .unwrap();
         let b = clock.parse_timestamp("2026-11-27T17:10:12.004Z").unwrap();
-        let c = clock.parse_timestamp("2026-11-27T17:10:12.004000Z").unwrap();
+        let c = clock
+            .parse_timestamp("2026-11-27T17:10:12.004000Z")
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(b, c);
         // 23:30 UTC on the 27th is already the 28th in Seoul.
@@ -264,11 +281,26 @@ mod tests {
     fn bad_layouts_and_ranges_are_rejected() {
         let clock = seoul();
         assert_eq!(clock.parse_timestamp("2026-11-28"), Err(TimeError::Layout));
-        assert_eq!(clock.parse_timestamp("2026/11/28 02:10:11"), Err(TimeError::Layout));
-        assert_eq!(clock.parse_timestamp("2026-13-28 02:10:11"), Err(TimeError::Range));
-        assert_eq!(clock.parse_timestamp("2026-02-30 02:10:11"), Err(TimeError::Range));
-        assert_eq!(clock.parse_timestamp("2026-11-28 02:10:11+25:00"), Err(TimeError::Range));
-        assert_eq!(clock.parse_timestamp("2026-11-28 02:10:11 junk"), Err(TimeError::Layout));
+        assert_eq!(
+            clock.parse_timestamp("2026/11/28 02:10:11"),
+            Err(TimeError::Layout)
+        );
+        assert_eq!(
+            clock.parse_timestamp("2026-13-28 02:10:11"),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            clock.parse_timestamp("2026-02-30 02:10:11"),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            clock.parse_timestamp("2026-11-28 02:10:11+25:00"),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            clock.parse_timestamp("2026-11-28 02:10:11 junk"),
+            Err(TimeError::Layout)
+        );
     }
 
     #[test]
@@ -276,8 +308,14 @@ mod tests {
         let clock = GameClock::new("America/Los_Angeles").unwrap();
         let summer = clock.parse_timestamp("2026-07-01 12:00:00").unwrap();
         let winter = clock.parse_timestamp("2026-12-01 12:00:00").unwrap();
-        assert_eq!(summer, clock.parse_timestamp("2026-07-01T19:00:00Z").unwrap());
-        assert_eq!(winter, clock.parse_timestamp("2026-12-01T20:00:00Z").unwrap());
+        assert_eq!(
+            summer,
+            clock.parse_timestamp("2026-07-01T19:00:00Z").unwrap()
+        );
+        assert_eq!(
+            winter,
+            clock.parse_timestamp("2026-12-01T20:00:00Z").unwrap()
+        );
     }
 
     #[test]

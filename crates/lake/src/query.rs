@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
+use deltalake::datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider,
+};
 use deltalake::datafusion::error::{DataFusionError, Result as DfResult};
 use deltalake::datafusion::execution::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -38,12 +40,22 @@ impl QueryEngine {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas = Vec::new();
         for name in STORED_SCHEMAS {
-            let schema = Arc::new(LakeSchema { lake: lake.clone(), schema: name.to_string(), names: RwLock::new(Vec::new()) });
-            catalog.register_schema(name, schema.clone()).expect("memory catalog accepts schemas");
+            let schema = Arc::new(LakeSchema {
+                lake: lake.clone(),
+                schema: name.to_string(),
+                names: RwLock::new(Vec::new()),
+            });
+            catalog
+                .register_schema(name, schema.clone())
+                .expect("memory catalog accepts schemas");
             schemas.push(schema);
         }
         ctx.register_catalog(CATALOG, catalog.clone());
-        Self { ctx, catalog, schemas }
+        Self {
+            ctx,
+            catalog,
+            schemas,
+        }
     }
 
     /// The session, for registering extra schemas or functions.
@@ -53,7 +65,9 @@ impl QueryEngine {
 
     /// Adds a schema (such as `system`) to the catalog.
     pub fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) {
-        self.catalog.register_schema(name, schema).expect("memory catalog accepts schemas");
+        self.catalog
+            .register_schema(name, schema)
+            .expect("memory catalog accepts schemas");
     }
 
     /// Re-lists the tables of every stored schema (for `SHOW TABLES` and `information_schema`).
@@ -68,7 +82,10 @@ impl QueryEngine {
     /// Plans a read-only SQL statement (no DDL, no DML).
     pub async fn plan(&self, sql: &str) -> Result<DataFrame, LakeError> {
         self.refresh().await?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(true);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(true);
         Ok(self.ctx.sql_with_options(sql, options).await?)
     }
 
@@ -103,13 +120,21 @@ impl SchemaProvider for LakeSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let id = TableId::new(&self.schema, name);
-        let table = self.lake.load(&id).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let table = self
+            .lake
+            .load(&id)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let Some(table) = table else { return Ok(None) };
         let provider = table.table_provider().await?;
         Ok(Some(provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.names.read().expect("table name lock").iter().any(|n| n == name)
+        self.names
+            .read()
+            .expect("table name lock")
+            .iter()
+            .any(|n| n == name)
     }
 }

@@ -17,10 +17,10 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
+use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
-use deltalake::operations::write::SchemaMode;
 use deltalake::DeltaTable;
 
 use crate::unify::{conform, merged_schema};
@@ -49,7 +49,11 @@ pub trait TableSink: Send {
     fn schema(&self) -> Option<SchemaRef>;
     /// Commits `batches` (rows of WAL offsets up to `through_offset`) in one transaction,
     /// adding new columns as nullable.
-    async fn append(&mut self, batches: Vec<RecordBatch>, through_offset: u64) -> Result<CommitSummary, LakeError>;
+    async fn append(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        through_offset: u64,
+    ) -> Result<CommitSummary, LakeError>;
 }
 
 /// A Delta Lake table under the lake root.
@@ -75,7 +79,9 @@ impl DeltaSink {
             committed: None,
             schema: None,
             writer_properties: WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+                .set_compression(Compression::ZSTD(
+                    ZstdLevel::try_new(1).expect("level 1 is valid"),
+                ))
                 .build(),
         };
         if let Some(table) = table {
@@ -85,9 +91,15 @@ impl DeltaSink {
     }
 
     async fn adopt(&mut self, table: DeltaTable) -> Result<(), LakeError> {
-        let delta = |source| LakeError::Delta { table: self.id.to_string(), source };
+        let delta = |source| LakeError::Delta {
+            table: self.id.to_string(),
+            source,
+        };
         let state = table.snapshot().map_err(delta)?;
-        let version = state.transaction_version(table.log_store().as_ref(), WAL_APP_ID).await.map_err(delta)?;
+        let version = state
+            .transaction_version(table.log_store().as_ref(), WAL_APP_ID)
+            .await
+            .map_err(delta)?;
         self.committed = version.and_then(|v| u64::try_from(v).ok());
         self.schema = Some(state.snapshot().arrow_schema());
         self.table = Some(table);
@@ -109,21 +121,33 @@ impl TableSink for DeltaSink {
         self.schema.clone()
     }
 
-    async fn append(&mut self, batches: Vec<RecordBatch>, through_offset: u64) -> Result<CommitSummary, LakeError> {
+    async fn append(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        through_offset: u64,
+    ) -> Result<CommitSummary, LakeError> {
         let started = Instant::now();
-        debug_assert!(self.committed.is_none_or(|c| c < through_offset), "offsets only grow");
+        debug_assert!(
+            self.committed.is_none_or(|c| c < through_offset),
+            "offsets only grow"
+        );
         let table_name = self.id.to_string();
         let merged = merged_schema(self.schema.as_deref(), &batches);
-        let old_columns: Vec<String> =
-            self.schema.as_ref().map(|s| s.fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
+        let old_columns: Vec<String> = self
+            .schema
+            .as_ref()
+            .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
+            .unwrap_or_default();
         let new_columns: Vec<String> = merged
             .fields()
             .iter()
             .map(|f| f.name().clone())
             .filter(|n| self.schema.is_some() && !old_columns.contains(n))
             .collect();
-        let conformed: Vec<RecordBatch> =
-            batches.iter().map(|b| conform(b, &merged, &table_name)).collect::<Result<_, _>>()?;
+        let conformed: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| conform(b, &merged, &table_name))
+            .collect::<Result<_, _>>()?;
         let rows = conformed.iter().map(|b| b.num_rows()).sum();
         let table = match self.table.take() {
             Some(t) => t,
@@ -148,13 +172,30 @@ impl TableSink for DeltaSink {
             Err(source) => {
                 // Keep the previous handle so the next attempt starts from a known snapshot.
                 self.table = Some(table);
-                return Err(LakeError::Delta { table: table_name, source });
+                return Err(LakeError::Delta {
+                    table: table_name,
+                    source,
+                });
             }
         };
         let version = table.version().unwrap_or(0);
-        self.schema = Some(Arc::new(Schema::clone(&table.snapshot().map_err(|source| LakeError::Delta { table: table_name.clone(), source })?.snapshot().arrow_schema())));
+        self.schema = Some(Arc::new(Schema::clone(
+            &table
+                .snapshot()
+                .map_err(|source| LakeError::Delta {
+                    table: table_name.clone(),
+                    source,
+                })?
+                .snapshot()
+                .arrow_schema(),
+        )));
         self.committed = Some(through_offset);
         self.table = Some(table);
-        Ok(CommitSummary { version, rows, duration: started.elapsed(), new_columns })
+        Ok(CommitSummary {
+            version,
+            rows,
+            duration: started.elapsed(),
+            new_columns,
+        })
     }
 }

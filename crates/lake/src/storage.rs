@@ -22,7 +22,10 @@ pub struct TableId {
 
 impl TableId {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { schema: schema.into(), name: name.into() }
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -59,14 +62,19 @@ pub struct Lake {
 impl Lake {
     /// Opens the root: a local directory path (created if missing) or an `object_store` URL.
     pub fn open(root: &str) -> Result<Self, LakeError> {
-        let invalid = |reason: String| LakeError::InvalidRoot { root: root.to_string(), reason };
+        let invalid = |reason: String| LakeError::InvalidRoot {
+            root: root.to_string(),
+            reason,
+        };
         let url = match Url::parse(root) {
             Ok(url) if url.scheme().len() > 1 => url,
             _ => {
                 let path = std::path::Path::new(root);
-                std::fs::create_dir_all(path).map_err(|e| invalid(format!("cannot create directory: {e}")))?;
+                std::fs::create_dir_all(path)
+                    .map_err(|e| invalid(format!("cannot create directory: {e}")))?;
                 let abs = path.canonicalize().map_err(|e| invalid(e.to_string()))?;
-                Url::from_directory_path(&abs).map_err(|_| invalid("not an absolute path".into()))?
+                Url::from_directory_path(&abs)
+                    .map_err(|_| invalid("not an absolute path".into()))?
             }
         };
         let mut url = url;
@@ -74,7 +82,11 @@ impl Lake {
             url.set_path(&format!("{}/", url.path()));
         }
         let (store, prefix) = object_store::parse_url(&url).map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { root: url, store: Arc::from(store), prefix })
+        Ok(Self {
+            root: url,
+            store: Arc::from(store),
+            prefix,
+        })
     }
 
     pub fn root(&self) -> &Url {
@@ -94,7 +106,12 @@ impl Lake {
         let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(source) => return Err(LakeError::Store { prefix: prefix.to_string(), source }),
+            Err(source) => {
+                return Err(LakeError::Store {
+                    prefix: prefix.to_string(),
+                    source,
+                })
+            }
         };
         let mut names = Vec::new();
         for dir in listing.common_prefixes {
@@ -104,7 +121,10 @@ impl Lake {
             let has_log = entries
                 .try_next()
                 .await
-                .map_err(|source| LakeError::Store { prefix: log.to_string(), source })?
+                .map_err(|source| LakeError::Store {
+                    prefix: log.to_string(),
+                    source,
+                })?
                 .is_some();
             if has_log {
                 names.push(name.to_string());
@@ -116,12 +136,20 @@ impl Lake {
 
     /// Whether a table has a `_delta_log` (the table exists).
     pub async fn exists(&self, id: &TableId) -> Result<bool, LakeError> {
-        let log = self.prefix.clone().join(id.schema.as_str()).join(id.name.as_str()).join("_delta_log");
+        let log = self
+            .prefix
+            .clone()
+            .join(id.schema.as_str())
+            .join(id.name.as_str())
+            .join("_delta_log");
         let mut entries = self.store.list(Some(&log));
         match entries.try_next().await {
             Ok(first) => Ok(first.is_some()),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(source) => Err(LakeError::Store { prefix: log.to_string(), source }),
+            Err(source) => Err(LakeError::Store {
+                prefix: log.to_string(),
+                source,
+            }),
         }
     }
 
@@ -132,7 +160,10 @@ impl Lake {
         }
         let table = DeltaTable::try_from_url(self.table_url(id))
             .await
-            .map_err(|source| LakeError::Delta { table: id.to_string(), source })?;
+            .map_err(|source| LakeError::Delta {
+                table: id.to_string(),
+                source,
+            })?;
         Ok(table.version().is_some().then_some(table))
     }
 
@@ -140,19 +171,32 @@ impl Lake {
     pub fn unloaded(&self, id: &TableId) -> Result<DeltaTable, LakeError> {
         deltalake::DeltaTableBuilder::from_url(self.table_url(id))
             .and_then(|b| b.build())
-            .map_err(|source| LakeError::Delta { table: id.to_string(), source })
+            .map_err(|source| LakeError::Delta {
+                table: id.to_string(),
+                source,
+            })
     }
 
     /// Schema, size and counts of a table.
     pub async fn describe(&self, id: &TableId) -> Result<Option<TableInfo>, LakeError> {
-        let Some(table) = self.load(id).await? else { return Ok(None) };
-        let delta = |source| LakeError::Delta { table: id.to_string(), source };
+        let Some(table) = self.load(id).await? else {
+            return Ok(None);
+        };
+        let delta = |source| LakeError::Delta {
+            table: id.to_string(),
+            source,
+        };
         let snapshot = table.snapshot().map_err(delta)?;
         let metadata = snapshot.metadata();
         let schema = snapshot.schema();
         let columns = schema
             .fields()
-            .map(|f| (f.name().to_string(), crate::unify::delta_type_name(f.data_type())))
+            .map(|f| {
+                (
+                    f.name().to_string(),
+                    crate::unify::delta_type_name(f.data_type()),
+                )
+            })
             .collect();
         let (mut rows, mut files, mut bytes) = (0u64, 0u64, 0u64);
         for file in snapshot.log_data().iter() {

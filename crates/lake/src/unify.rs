@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use deltalake::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
+use deltalake::arrow::array::{
+    new_null_array, Array, ArrayRef, RecordBatch, StringArray, StringBuilder,
+};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use gamelake_common::COL_CONFLICTS;
@@ -21,14 +23,19 @@ pub fn fits(from: &DataType, to: &DataType) -> bool {
         || matches!(
             (from, to),
             (DataType::Int64, DataType::Float64)
-                | (DataType::Int64 | DataType::Float64 | DataType::Boolean, DataType::Utf8)
+                | (
+                    DataType::Int64 | DataType::Float64 | DataType::Boolean,
+                    DataType::Utf8
+                )
                 | (DataType::Null, _)
         )
 }
 
 /// The schema that holds `table` (the committed schema, if any) and every column of `batches`.
 pub fn merged_schema(table: Option<&Schema>, batches: &[RecordBatch]) -> SchemaRef {
-    let mut fields: Vec<Field> = table.map(|s| s.fields().iter().map(|f| f.as_ref().clone()).collect()).unwrap_or_default();
+    let mut fields: Vec<Field> = table
+        .map(|s| s.fields().iter().map(|f| f.as_ref().clone()).collect())
+        .unwrap_or_default();
     let mut needs_conflicts = false;
     for batch in batches {
         for field in batch.schema().fields() {
@@ -50,7 +57,11 @@ pub fn merged_schema(table: Option<&Schema>, batches: &[RecordBatch]) -> SchemaR
 
 /// `batch` with exactly the columns of `schema`: missing ones null, castable ones cast, the rest
 /// moved into `_conflicts`.
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch, LakeError> {
+pub fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    table: &str,
+) -> Result<RecordBatch, LakeError> {
     let rows = batch.num_rows();
     let mut moved: Vec<(String, ArrayRef)> = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -69,20 +80,32 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<R
     if !moved.is_empty() {
         let idx = schema
             .index_of(COL_CONFLICTS)
-            .map_err(|_| LakeError::Schema { table: table.into(), reason: "`_conflicts` missing from merged schema".into() })?;
+            .map_err(|_| LakeError::Schema {
+                table: table.into(),
+                reason: "`_conflicts` missing from merged schema".into(),
+            })?;
         columns[idx] = merge_conflicts(&columns[idx], &moved)?;
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Adds `{"name": value}` entries for every non-null value of `moved` to the rows' JSON objects.
-fn merge_conflicts(existing: &ArrayRef, moved: &[(String, ArrayRef)]) -> Result<ArrayRef, LakeError> {
+fn merge_conflicts(
+    existing: &ArrayRef,
+    moved: &[(String, ArrayRef)],
+) -> Result<ArrayRef, LakeError> {
     let existing = cast(existing, &DataType::Utf8)?;
-    let existing = existing.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+    let existing = existing
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("cast to Utf8");
     let texts: Vec<(String, bool, ArrayRef)> = moved
         .iter()
         .map(|(name, col)| {
-            let quoted = matches!(col.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+            let quoted = matches!(
+                col.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
             cast(col, &DataType::Utf8).map(|t| (name.clone(), quoted, t))
         })
         .collect::<Result<_, _>>()?;
@@ -94,14 +117,18 @@ fn merge_conflicts(existing: &ArrayRef, moved: &[(String, ArrayRef)]) -> Result<
             serde_json::Map::new()
         };
         for (name, quoted, text) in &texts {
-            let text = text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+            let text = text
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("cast to Utf8");
             if text.is_null(row) {
                 continue;
             }
             let value = if *quoted {
                 serde_json::Value::String(text.value(row).to_string())
             } else {
-                serde_json::from_str(text.value(row)).unwrap_or_else(|_| serde_json::Value::String(text.value(row).into()))
+                serde_json::from_str(text.value(row))
+                    .unwrap_or_else(|_| serde_json::Value::String(text.value(row).into()))
             };
             obj.insert(name.clone(), value);
         }
@@ -140,8 +167,14 @@ mod tests {
 
     #[test]
     fn new_columns_are_added_and_missing_ones_are_null() {
-        let a = batch(vec![("x", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)]);
-        let b = batch(vec![("y", Arc::new(StringArray::from(vec!["p"])) as ArrayRef)]);
+        let a = batch(vec![(
+            "x",
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+        )]);
+        let b = batch(vec![(
+            "y",
+            Arc::new(StringArray::from(vec!["p"])) as ArrayRef,
+        )]);
         let schema = merged_schema(None, &[a.clone(), b.clone()]);
         assert_eq!(schema.fields().len(), 2);
         let a2 = conform(&a, &schema, "t").unwrap();
@@ -150,16 +183,32 @@ mod tests {
 
     #[test]
     fn mismatched_types_move_into_conflicts() {
-        let table = Schema::new(vec![Field::new("x", DataType::Int64, true), Field::new("f", DataType::Float64, true)]);
+        let table = Schema::new(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+        ]);
         let b = batch(vec![
-            ("x", Arc::new(StringArray::from(vec![Some("many"), None])) as ArrayRef),
+            (
+                "x",
+                Arc::new(StringArray::from(vec![Some("many"), None])) as ArrayRef,
+            ),
             ("f", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
         ]);
         let schema = merged_schema(Some(&table), std::slice::from_ref(&b));
         let out = conform(&b, &schema, "t").unwrap();
-        let f = out.column_by_name("f").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+        let f = out
+            .column_by_name("f")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert_eq!(f.value(1), 2.0);
-        let c = out.column_by_name(COL_CONFLICTS).unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let c = out
+            .column_by_name(COL_CONFLICTS)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(c.value(0), r#"{"x":"many"}"#);
         assert!(c.is_null(1));
     }

@@ -27,7 +27,9 @@ impl std::str::FromStr for Format {
             "ndjson" => Ok(Format::Ndjson),
             "bare" => Ok(Format::Bare),
             "mixed" => Ok(Format::Mixed),
-            _ => Err(format!("unknown format `{s}`: use kv, ndjson, bare or mixed")),
+            _ => Err(format!(
+                "unknown format `{s}`: use kv, ndjson, bare or mixed"
+            )),
         }
     }
 }
@@ -47,7 +49,13 @@ pub struct GenConfig {
 
 impl Default for GenConfig {
     fn default() -> Self {
-        Self { seed: 1, format: Format::Mixed, malformed: 0.0, accounts: 100_000, worlds: 20 }
+        Self {
+            seed: 1,
+            format: Format::Mixed,
+            malformed: 0.0,
+            accounts: 100_000,
+            worlds: 20,
+        }
     }
 }
 
@@ -80,17 +88,37 @@ impl Rng {
 }
 
 const ITEMS: [&str; 10] = [
-    "오딘의 검", "발키리의 방패", "고대 룬석", "신속의 물약", "세계수 잎사귀",
-    "Sword of Odin", "Mana Potion", "Dragon Scale", "Odin's Eye", "Frost Giant Axe",
+    "오딘의 검",
+    "발키리의 방패",
+    "고대 룬석",
+    "신속의 물약",
+    "세계수 잎사귀",
+    "Sword of Odin",
+    "Mana Potion",
+    "Dragon Scale",
+    "Odin's Eye",
+    "Frost Giant Axe",
 ];
-const CHAR_NAMES: [&str; 6] = ["오딘전사", "발키리", "로키의그림자", "토르망치", "Freya", "Heimdall"];
+const CHAR_NAMES: [&str; 6] = [
+    "오딘전사",
+    "발키리",
+    "로키의그림자",
+    "토르망치",
+    "Freya",
+    "Heimdall",
+];
 const GRADES: [&str; 5] = ["common", "uncommon", "rare", "epic", "legendary"];
 const ITEM_REASONS: [&str; 5] = ["drop", "quest", "shop", "trade", "mail"];
 const CURRENCIES: [&str; 3] = ["gold", "diamond", "honor"];
 const CURRENCY_REASONS: [&str; 5] = ["monster", "quest", "shop_buy", "enchant", "trade"];
 const OS: [&str; 3] = ["android", "ios", "pc"];
 const MARKETS: [&str; 3] = ["google", "apple", "pc"];
-const PRODUCTS: [(&str, i64); 4] = [("pkg_start_01", 33000), ("gem_100", 1200), ("gem_1000", 11000), ("pass_month", 9900)];
+const PRODUCTS: [(&str, i64); 4] = [
+    ("pkg_start_01", 33000),
+    ("gem_100", 1200),
+    ("gem_1000", 11000),
+    ("pass_month", 9900),
+];
 
 /// Event codes and their share of traffic (per 1000).
 const MIX: [(Code, u64); 11] = [
@@ -142,7 +170,12 @@ enum Value {
 impl Generator {
     pub fn new(cfg: GenConfig) -> Self {
         let rng = Rng(cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x1234_5678);
-        Self { cfg, rng, seq: 0, fields: Vec::new() }
+        Self {
+            cfg,
+            rng,
+            seq: 0,
+            fields: Vec::new(),
+        }
     }
 
     /// Appends one line (with `\n`) for an event at `time_ms` (UTC epoch milliseconds).
@@ -160,7 +193,9 @@ impl Generator {
         let mut text = String::with_capacity(320);
         match format {
             Format::Bare => write_bare(&mut text, code_name(code, true), time_ms, &self.fields),
-            Format::Ndjson => write_ndjson(&mut text, code_name(code, false), time_ms, &self.fields),
+            Format::Ndjson => {
+                write_ndjson(&mut text, code_name(code, false), time_ms, &self.fields)
+            }
             _ => write_kv(&mut text, code_name(code, false), time_ms, &self.fields),
         }
         if self.cfg.malformed > 0.0 && self.rng.unit() < self.cfg.malformed {
@@ -196,7 +231,9 @@ impl Generator {
         let r = &mut self.rng;
         let f = &mut self.fields;
         f.clear();
-        let mut push = |snake: &'static str, camel_name: &'static str, v: Value| f.push((snake, camel_name, v));
+        let mut push = |snake: &'static str, camel_name: &'static str, v: Value| {
+            f.push((snake, camel_name, v))
+        };
         push("log_id", "logId", Value::Text(log_id.to_string()));
         push("server", "gameWorld", Value::Text(format!("kr-{world:02}")));
         if camel {
@@ -204,67 +241,179 @@ impl Generator {
         } else {
             push("account_id", "", Value::Int(account as i64));
         }
-        push("char_id", "character1Id", Value::Int((account * 10 + r.below(3)) as i64));
-        push("char_level", "character1Lv", Value::Int(1 + (account % 99) as i64));
+        push(
+            "char_id",
+            "character1Id",
+            Value::Int((account * 10 + r.below(3)) as i64),
+        );
+        push(
+            "char_level",
+            "character1Lv",
+            Value::Int(1 + (account % 99) as i64),
+        );
         let os_idx = (account % 3) as usize;
         push("os", "os", Value::Text(OS[os_idx].into()));
         push("market", "market", Value::Text(MARKETS[os_idx].into()));
         match code {
             Code::Combat => {
                 push("map_id", "mapId", Value::Int(100 + r.below(60) as i64));
-                push("monster_id", "monsterId", Value::Int(7000 + r.below(500) as i64));
-                push("skill_id", "skillId", Value::Int(1000 + r.below(120) as i64));
-                push("damage", "damage", Value::Float((r.below(10_000_000) as f64) / 100.0));
+                push(
+                    "monster_id",
+                    "monsterId",
+                    Value::Int(7000 + r.below(500) as i64),
+                );
+                push(
+                    "skill_id",
+                    "skillId",
+                    Value::Int(1000 + r.below(120) as i64),
+                );
+                push(
+                    "damage",
+                    "damage",
+                    Value::Float((r.below(10_000_000) as f64) / 100.0),
+                );
                 push("crit", "crit", Value::Bool(r.below(5) == 0));
                 push("party_size", "partySize", Value::Int(1 + r.below(8) as i64));
             }
             Code::ItemAcquire | Code::ItemConsume => {
-                push("item_id", "itemId", Value::Int(50_000 + r.below(2000) as i64));
-                push("item_name", "itemNm", Value::Text(r.pick(&ITEMS).to_string()));
-                push("item_grade", "itemGrade", Value::Text(r.pick(&GRADES).to_string()));
-                push("count", "count", Value::Int(if r.below(4) == 0 { 1 + r.below(99) as i64 } else { 1 }));
-                let reason = if code == Code::ItemConsume { "use" } else { r.pick(&ITEM_REASONS) };
+                push(
+                    "item_id",
+                    "itemId",
+                    Value::Int(50_000 + r.below(2000) as i64),
+                );
+                push(
+                    "item_name",
+                    "itemNm",
+                    Value::Text(r.pick(&ITEMS).to_string()),
+                );
+                push(
+                    "item_grade",
+                    "itemGrade",
+                    Value::Text(r.pick(&GRADES).to_string()),
+                );
+                push(
+                    "count",
+                    "count",
+                    Value::Int(if r.below(4) == 0 {
+                        1 + r.below(99) as i64
+                    } else {
+                        1
+                    }),
+                );
+                let reason = if code == Code::ItemConsume {
+                    "use"
+                } else {
+                    r.pick(&ITEM_REASONS)
+                };
                 push("reason", "reason", Value::Text(reason.into()));
                 if camel {
-                    push("", "modType", Value::Text(if code == Code::ItemConsume { "consume" } else { "acquire" }.into()));
+                    push(
+                        "",
+                        "modType",
+                        Value::Text(
+                            if code == Code::ItemConsume {
+                                "consume"
+                            } else {
+                                "acquire"
+                            }
+                            .into(),
+                        ),
+                    );
                 }
             }
             Code::Currency => {
                 let delta = r.below(100_000) as i64 - 50_000;
-                push("currency", "rCurrency", Value::Text(r.pick(&CURRENCIES).to_string()));
+                push(
+                    "currency",
+                    "rCurrency",
+                    Value::Text(r.pick(&CURRENCIES).to_string()),
+                );
                 push("delta", "delta", Value::Int(delta));
                 push("balance", "amount", Value::Int(r.below(10_000_000) as i64));
-                push("reason", "reason", Value::Text(r.pick(&CURRENCY_REASONS).to_string()));
+                push(
+                    "reason",
+                    "reason",
+                    Value::Text(r.pick(&CURRENCY_REASONS).to_string()),
+                );
             }
             Code::Quest => {
-                push("quest_id", "questId", Value::Int(30_000 + r.below(1000) as i64));
-                push("state", "state", Value::Text(r.pick(&["accept", "complete", "abandon"]).to_string()));
+                push(
+                    "quest_id",
+                    "questId",
+                    Value::Int(30_000 + r.below(1000) as i64),
+                );
+                push(
+                    "state",
+                    "state",
+                    Value::Text(r.pick(&["accept", "complete", "abandon"]).to_string()),
+                );
                 push("exp", "exp", Value::Int(r.below(100_000) as i64));
             }
             Code::Action => {
-                push("action", "action", Value::Text(r.pick(&["emote", "craft", "enchant", "party_invite"]).to_string()));
-                push("target", "target", Value::Text(format!("npc:{}", r.below(300))));
+                push(
+                    "action",
+                    "action",
+                    Value::Text(
+                        r.pick(&["emote", "craft", "enchant", "party_invite"])
+                            .to_string(),
+                    ),
+                );
+                push(
+                    "target",
+                    "target",
+                    Value::Text(format!("npc:{}", r.below(300))),
+                );
             }
             Code::Login | Code::Logout | Code::Heartbeat => {
-                push("session_id", "sessionId", Value::Text(format!("s{:x}", account * 31 + r.below(4))));
-                push("client_ver", "clientVer", Value::Text(format!("1.{}.{}", r.below(3), r.below(20))));
-                push("char_name", "character1Nm", Value::Text(r.pick(&CHAR_NAMES).to_string()));
+                push(
+                    "session_id",
+                    "sessionId",
+                    Value::Text(format!("s{:x}", account * 31 + r.below(4))),
+                );
+                push(
+                    "client_ver",
+                    "clientVer",
+                    Value::Text(format!("1.{}.{}", r.below(3), r.below(20))),
+                );
+                push(
+                    "char_name",
+                    "character1Nm",
+                    Value::Text(r.pick(&CHAR_NAMES).to_string()),
+                );
             }
             Code::Round => {
                 push("round_id", "roundId", Value::Int(r.below(1_000_000) as i64));
-                push("result", "result", Value::Text(r.pick(&["win", "lose", "draw"]).to_string()));
-                push("duration_s", "durationSec", Value::Int(60 + r.below(900) as i64));
+                push(
+                    "result",
+                    "result",
+                    Value::Text(r.pick(&["win", "lose", "draw"]).to_string()),
+                );
+                push(
+                    "duration_s",
+                    "durationSec",
+                    Value::Int(60 + r.below(900) as i64),
+                );
             }
             Code::Payment => {
                 let (product, price) = *r.pick(&PRODUCTS);
                 push("product_id", "productId", Value::Text(product.into()));
                 push("price_krw", "priceKrw", Value::Int(price));
                 push("store", "market", Value::Text(MARKETS[os_idx].into()));
-                push("order_id", "orderId", Value::Text(format!("GPA.{}-{}", r.below(9999), r.below(9999))));
+                push(
+                    "order_id",
+                    "orderId",
+                    Value::Text(format!("GPA.{}-{}", r.below(9999), r.below(9999))),
+                );
             }
         }
         let camel_only = camel;
-        f.retain(|(s, c, _)| if camel_only { !c.is_empty() } else { !s.is_empty() });
+        f.retain(|(s, c, _)| {
+            if camel_only {
+                !c.is_empty()
+            } else {
+                !s.is_empty()
+            }
+        });
     }
 
     fn corrupt(&mut self, text: &mut String, out: &mut Vec<u8>) {
@@ -349,14 +498,26 @@ fn seoul_local(time_ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", sod / 3600, sod / 60 % 60, sod % 60, ms.rem_euclid(1000))
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        ms.rem_euclid(1000)
+    )
 }
 
 fn utc_rfc3339(time_ms: i64) -> String {
     let secs = time_ms.div_euclid(1000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", sod / 3600, sod / 60 % 60, sod % 60, time_ms.rem_euclid(1000))
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        time_ms.rem_euclid(1000)
+    )
 }
 
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
@@ -372,7 +533,12 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn write_kv(out: &mut String, code: &str, time_ms: i64, fields: &[(&'static str, &'static str, Value)]) {
+fn write_kv(
+    out: &mut String,
+    code: &str,
+    time_ms: i64,
+    fields: &[(&'static str, &'static str, Value)],
+) {
     let _ = write!(out, "{} [{code}] {{", seoul_local(time_ms));
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -382,15 +548,30 @@ fn write_kv(out: &mut String, code: &str, time_ms: i64, fields: &[(&'static str,
         out.push('=');
         match &f.2 {
             // Game servers write simple words bare and quote the rest.
-            Value::Text(s) if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && !s.is_empty() => out.push_str(s),
+            Value::Text(s)
+                if s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && !s.is_empty() =>
+            {
+                out.push_str(s)
+            }
             v => write_value(out, v, '\''),
         }
     }
     out.push('}');
 }
 
-fn write_ndjson(out: &mut String, code: &str, time_ms: i64, fields: &[(&'static str, &'static str, Value)]) {
-    let _ = write!(out, "{{\"ts\":\"{}\",\"code\":\"{code}\"", utc_rfc3339(time_ms));
+fn write_ndjson(
+    out: &mut String,
+    code: &str,
+    time_ms: i64,
+    fields: &[(&'static str, &'static str, Value)],
+) {
+    let _ = write!(
+        out,
+        "{{\"ts\":\"{}\",\"code\":\"{code}\"",
+        utc_rfc3339(time_ms)
+    );
     for f in fields {
         let _ = write!(out, ",\"{}\":", name(f, false));
         write_value(out, &f.2, '"');
@@ -398,7 +579,12 @@ fn write_ndjson(out: &mut String, code: &str, time_ms: i64, fields: &[(&'static 
     out.push('}');
 }
 
-fn write_bare(out: &mut String, code: &str, time_ms: i64, fields: &[(&'static str, &'static str, Value)]) {
+fn write_bare(
+    out: &mut String,
+    code: &str,
+    time_ms: i64,
+    fields: &[(&'static str, &'static str, Value)],
+) {
     let _ = write!(out, "{{code:\"{code}\", appId:\"odin\"");
     for f in fields {
         let _ = write!(out, ", {}:", name(f, true));
@@ -413,16 +599,27 @@ mod tests {
 
     #[test]
     fn same_seed_same_lines() {
-        let cfg = GenConfig { seed: 7, malformed: 0.1, ..GenConfig::default() };
+        let cfg = GenConfig {
+            seed: 7,
+            malformed: 0.1,
+            ..GenConfig::default()
+        };
         let (mut a, mut b) = (Generator::new(cfg.clone()), Generator::new(cfg));
         let (mut x, mut y) = (Vec::new(), Vec::new());
-        assert_eq!(a.body(200, 1_764_300_000_000, &mut x), b.body(200, 1_764_300_000_000, &mut y));
+        assert_eq!(
+            a.body(200, 1_764_300_000_000, &mut x),
+            b.body(200, 1_764_300_000_000, &mut y)
+        );
         assert_eq!(x, y);
     }
 
     #[test]
     fn malformed_share_is_close_to_asked() {
-        let mut g = Generator::new(GenConfig { seed: 3, malformed: 0.2, ..GenConfig::default() });
+        let mut g = Generator::new(GenConfig {
+            seed: 3,
+            malformed: 0.2,
+            ..GenConfig::default()
+        });
         let mut out = Vec::new();
         let ids = g.body(5000, 1_764_300_000_000, &mut out);
         let bad = 5000 - ids.len();

@@ -79,7 +79,10 @@ struct Shared {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Runs the load and returns its report.
@@ -96,7 +99,8 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     let shared = Arc::new(Mutex::new(Shared::default()));
     let ack_log = match &cfg.ack_log {
         Some(p) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating ack log `{}`", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("creating ack log `{}`", p.display()))?,
         )))),
         None => None,
     };
@@ -180,7 +184,10 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         done.context("request task")?;
     }
     if let Some(log) = ack_log {
-        log.lock().expect("ack log lock").flush().context("writing the ack log")?;
+        log.lock()
+            .expect("ack log lock")
+            .flush()
+            .context("writing the ack log")?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let s = shared.lock().expect("stats lock");
@@ -202,7 +209,11 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
 
 fn print_second(shared: &Mutex<Shared>, offered: u64) {
     let mut s = shared.lock().expect("stats lock");
-    let failed: Vec<String> = s.failed_by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let failed: Vec<String> = s
+        .failed_by_status
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     eprintln!(
         "offered/s={offered} acked/s={} failed/s={} p50={:.1}ms p99={:.1}ms max={:.1}ms in_flight={} failed_total[{}]",
         s.second_acked,
@@ -258,8 +269,12 @@ impl Request {
             }
             let status = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    let body: serde_json::Value = resp.json().await.map_err(|_| "bad_response".to_string())?;
-                    return Ok(body.get("dead_lettered").and_then(|v| v.as_u64()).unwrap_or(0));
+                    let body: serde_json::Value =
+                        resp.json().await.map_err(|_| "bad_response".to_string())?;
+                    return Ok(body
+                        .get("dead_lettered")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0));
                 }
                 Ok(resp) => resp.status().as_u16().to_string(),
                 Err(e) if e.is_timeout() => "timeout".to_string(),

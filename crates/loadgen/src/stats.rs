@@ -13,7 +13,11 @@ const BUCKET_COUNT: usize = 1200;
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { buckets: vec![0; BUCKET_COUNT], count: 0, max_us: 0 }
+        Self {
+            buckets: vec![0; BUCKET_COUNT],
+            count: 0,
+            max_us: 0,
+        }
     }
 }
 

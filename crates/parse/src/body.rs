@@ -8,11 +8,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BinaryArray, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, BinaryArray, Date32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use gamelake_common::{
-    table_name_for_code, column_name_for_field, GameClock, COL_CODE, COL_CONFLICTS, COL_DETAIL,
+    column_name_for_field, table_name_for_code, GameClock, COL_CODE, COL_CONFLICTS, COL_DETAIL,
     COL_EVENT_DATE, COL_EVENT_TIME, COL_INGEST_DATE, COL_INGEST_TIME, COL_LINE, COL_OFFSET,
     COL_REASON, COL_SOURCE, COL_STAGE,
 };
@@ -48,8 +51,16 @@ impl Default for ParseConfig {
 }
 
 /// The time field names of `LOG_FORMAT.md`, first match wins.
-pub const DEFAULT_TIME_FIELDS: [&str; 8] =
-    ["ts", "timestamp", "time", "event_time", "@timestamp", "modTime", "logTime", "publishTime"];
+pub const DEFAULT_TIME_FIELDS: [&str; 8] = [
+    "ts",
+    "timestamp",
+    "time",
+    "event_time",
+    "@timestamp",
+    "modTime",
+    "logTime",
+    "publishTime",
+];
 
 /// Where a body came from and when; constant over its lines.
 #[derive(Debug, Clone)]
@@ -89,7 +100,13 @@ pub struct BodyParser {
 impl BodyParser {
     pub fn new(cfg: ParseConfig) -> Result<Self, String> {
         let clock = GameClock::new(&cfg.time_zone)?;
-        Ok(Self { cfg, clock, rec: Record::default(), scratch: String::new(), conflicts: String::new() })
+        Ok(Self {
+            cfg,
+            clock,
+            rec: Record::default(),
+            scratch: String::new(),
+            conflicts: String::new(),
+        })
     }
 
     pub fn config(&self) -> &ParseConfig {
@@ -101,7 +118,12 @@ impl BodyParser {
     }
 
     /// Parses every line of `body` (split on `\n`, a trailing `\r` removed, blank lines skipped).
-    pub fn parse_body(&mut self, body: &[u8], meta: &IngestMeta, hints: &SchemaHints) -> ParsedBody {
+    pub fn parse_body(
+        &mut self,
+        body: &[u8],
+        meta: &IngestMeta,
+        hints: &SchemaHints,
+    ) -> ParsedBody {
         let mut raw = BinaryColumn::default();
         let mut dead = DeadLetters::default();
         let mut tables: HashMap<String, TableChunk> = HashMap::new();
@@ -118,8 +140,10 @@ impl BodyParser {
             }
         }
         let date = self.clock.local_date(meta.ingest_time_us);
-        let mut silver: Vec<(String, RecordBatch)> =
-            tables.into_iter().map(|(name, chunk)| (name, chunk.finish(meta.ingest_time_us))).collect();
+        let mut silver: Vec<(String, RecordBatch)> = tables
+            .into_iter()
+            .map(|(name, chunk)| (name, chunk.finish(meta.ingest_time_us)))
+            .collect();
         silver.sort_by(|a, b| a.0.cmp(&b.0));
         let dead_reasons = dead.reason_counts();
         ParsedBody {
@@ -142,13 +166,22 @@ impl BodyParser {
             return Err(Rejection::new(
                 "line_too_long",
                 "ingest",
-                format!("line of {} bytes is over `limits.max_line_bytes` = {}", line.len(), self.cfg.max_line_bytes),
+                format!(
+                    "line of {} bytes is over `limits.max_line_bytes` = {}",
+                    line.len(),
+                    self.cfg.max_line_bytes
+                ),
             ));
         }
         let text = std::str::from_utf8(line).map_err(|e| {
-            Rejection::new("invalid_utf8", "parse", format!("line is not valid UTF-8 at byte {}", e.valid_up_to()))
+            Rejection::new(
+                "invalid_utf8",
+                "parse",
+                format!("line is not valid UTF-8 at byte {}", e.valid_up_to()),
+            )
         })?;
-        parse_line(text, &mut self.rec).map_err(|e| Rejection::new(e.reason(), "parse", e.to_string()))?;
+        parse_line(text, &mut self.rec)
+            .map_err(|e| Rejection::new(e.reason(), "parse", e.to_string()))?;
         let rec = &self.rec;
         let code = match &rec.prefix_code {
             Some(span) => rec.text(span),
@@ -178,10 +211,9 @@ impl BodyParser {
             ));
         }
         let event_time = match &rec.prefix_time {
-            Some(span) => self
-                .clock
-                .parse_timestamp(rec.text(span))
-                .map_err(|e| Rejection::new("bad_time", "parse", format!("prefix timestamp: {e}")))?,
+            Some(span) => self.clock.parse_timestamp(rec.text(span)).map_err(|e| {
+                Rejection::new("bad_time", "parse", format!("prefix timestamp: {e}"))
+            })?,
             None => self.object_time(rec)?,
         };
         let table = table_name_for_code(code);
@@ -189,10 +221,19 @@ impl BodyParser {
             Some(chunk) => chunk,
             None => {
                 let hint = hints.get(&table);
-                tables.entry(table.clone()).or_insert_with(|| TableChunk::new(hint.cloned()))
+                tables
+                    .entry(table.clone())
+                    .or_insert_with(|| TableChunk::new(hint.cloned()))
             }
         };
-        chunk.push_row(rec, code, event_time, self.clock.local_date(event_time), &mut self.scratch, &mut self.conflicts);
+        chunk.push_row(
+            rec,
+            code,
+            event_time,
+            self.clock.local_date(event_time),
+            &mut self.scratch,
+            &mut self.conflicts,
+        );
         Ok(())
     }
 
@@ -203,9 +244,13 @@ impl BodyParser {
                 Val::Str(span) => self.clock.parse_timestamp(rec.text(span)).map_err(|e| {
                     Rejection::new("bad_time", "parse", format!("time field `{name}`: {e}"))
                 }),
-                Val::Int(ms) => ms
-                    .checked_mul(1000)
-                    .ok_or_else(|| Rejection::new("bad_time", "parse", format!("time field `{name}`: epoch milliseconds out of range"))),
+                Val::Int(ms) => ms.checked_mul(1000).ok_or_else(|| {
+                    Rejection::new(
+                        "bad_time",
+                        "parse",
+                        format!("time field `{name}`: epoch milliseconds out of range"),
+                    )
+                }),
                 _ => Err(Rejection::new(
                     "bad_time",
                     "parse",
@@ -235,7 +280,11 @@ struct Rejection {
 
 impl Rejection {
     fn new(reason: &'static str, stage: &'static str, detail: String) -> Self {
-        Self { reason, stage, detail }
+        Self {
+            reason,
+            stage,
+            detail,
+        }
     }
 }
 
@@ -341,7 +390,10 @@ impl TableChunk {
         ];
         let mut arrays: Vec<ArrayRef> = vec![
             self.code.into_array(),
-            Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut self.event_time)).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(std::mem::take(&mut self.event_time))
+                    .with_timezone("UTC"),
+            ),
             Arc::new(Date32Array::from(std::mem::take(&mut self.event_date))),
         ];
         for mut col in self.columns {
@@ -350,12 +402,15 @@ impl TableChunk {
             arrays.push(col.into_array());
         }
         fields.push(Field::new(COL_INGEST_TIME, timestamp_type(), true));
-        arrays.push(Arc::new(TimestampMicrosecondArray::from_value(ingest_time_us, rows).with_timezone("UTC")));
+        arrays.push(Arc::new(
+            TimestampMicrosecondArray::from_value(ingest_time_us, rows).with_timezone("UTC"),
+        ));
         if self.conflicts.has_values() {
             fields.push(Field::new(COL_CONFLICTS, DataType::Utf8, true));
             arrays.push(self.conflicts.into_array());
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns are padded to the row count")
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .expect("columns are padded to the row count")
     }
 }
 
@@ -390,7 +445,10 @@ struct BinaryColumn {
 
 impl Default for BinaryColumn {
     fn default() -> Self {
-        Self { offsets: vec![0], bytes: Vec::new() }
+        Self {
+            offsets: vec![0],
+            bytes: Vec::new(),
+        }
     }
 }
 
@@ -405,7 +463,11 @@ impl BinaryColumn {
     }
 
     fn into_array(self) -> ArrayRef {
-        Arc::new(BinaryArray::new(OffsetBuffer::new(ScalarBuffer::from(self.offsets)), self.bytes.into(), None))
+        Arc::new(BinaryArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            self.bytes.into(),
+            None,
+        ))
     }
 
     fn finish_raw_logs(self, meta: &IngestMeta, date: i32) -> Option<RecordBatch> {
@@ -421,8 +483,14 @@ impl BinaryColumn {
         ]);
         let arrays: Vec<ArrayRef> = vec![
             self.into_array(),
-            Arc::new(TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows).with_timezone("UTC")),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(meta.source.as_str(), rows))),
+            Arc::new(
+                TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows)
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                meta.source.as_str(),
+                rows,
+            ))),
             Arc::new(Date32Array::from_value(date, rows)),
         ];
         Some(RecordBatch::try_new(Arc::new(schema), arrays).expect("equal lengths"))
@@ -481,8 +549,14 @@ impl DeadLetters {
             self.reason.into_array(),
             self.detail.into_array(),
             self.stage.into_array(),
-            Arc::new(TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows).with_timezone("UTC")),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(meta.source.as_str(), rows))),
+            Arc::new(
+                TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows)
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                meta.source.as_str(),
+                rows,
+            ))),
             Arc::new(Date32Array::from_value(date, rows)),
         ];
         Some(RecordBatch::try_new(Arc::new(schema), arrays).expect("equal lengths"))
@@ -491,9 +565,17 @@ impl DeadLetters {
 
 /// Adds the `_offset` column (the write-ahead-log offset of the body) to a batch.
 pub fn with_offset(batch: &RecordBatch, offset: u64) -> RecordBatch {
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut arrays = batch.columns().to_vec();
     fields.push(Field::new(COL_OFFSET, DataType::Int64, true));
-    arrays.push(Arc::new(Int64Array::from_value(offset as i64, batch.num_rows())));
+    arrays.push(Arc::new(Int64Array::from_value(
+        offset as i64,
+        batch.num_rows(),
+    )));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("same row count")
 }

@@ -57,7 +57,10 @@ pub struct StrData {
 
 impl StrData {
     fn new() -> Self {
-        Self { offsets: vec![0], bytes: Vec::new() }
+        Self {
+            offsets: vec![0],
+            bytes: Vec::new(),
+        }
     }
 
     fn push(&mut self, s: &str) {
@@ -113,7 +116,12 @@ impl Column {
             ColType::Boolean => ColData::Bool(Vec::new()),
             ColType::Utf8 => ColData::Str(StrData::new()),
         };
-        Self { name, ty, data, valid: Vec::new() }
+        Self {
+            name,
+            ty,
+            data,
+            valid: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -209,7 +217,10 @@ pub struct TextColumn {
 
 impl Default for TextColumn {
     fn default() -> Self {
-        Self { data: StrData::new(), valid: Vec::new() }
+        Self {
+            data: StrData::new(),
+            valid: Vec::new(),
+        }
     }
 }
 

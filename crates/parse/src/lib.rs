@@ -26,7 +26,8 @@ pub mod columns;
 pub mod syntax;
 
 pub use body::{
-    timestamp_type, with_offset, BodyParser, IngestMeta, ParseConfig, ParsedBody, SchemaHints, DEFAULT_TIME_FIELDS,
+    timestamp_type, with_offset, BodyParser, IngestMeta, ParseConfig, ParsedBody, SchemaHints,
+    DEFAULT_TIME_FIELDS,
 };
 pub use columns::ColType;
 pub use syntax::{parse_line, Record, SyntaxError, Val};

@@ -95,7 +95,9 @@ impl std::fmt::Display for SyntaxError {
         match self {
             SyntaxError::Truncated { at } => write!(f, "line ends inside a value at byte {at}"),
             SyntaxError::BadEscape { at } => write!(f, "invalid backslash escape at byte {at}"),
-            SyntaxError::Unexpected { at, expected } => write!(f, "expected {expected} at byte {at}"),
+            SyntaxError::Unexpected { at, expected } => {
+                write!(f, "expected {expected} at byte {at}")
+            }
             SyntaxError::TooDeep { at } => {
                 write!(f, "nesting deeper than {MAX_DEPTH} levels at byte {at}")
             }
@@ -109,7 +111,11 @@ pub const MAX_DEPTH: usize = 64;
 /// Parses one line (without its newline) into `rec`.
 pub fn parse_line(line: &str, rec: &mut Record) -> Result<(), SyntaxError> {
     rec.clear();
-    let mut p = Parser { s: line.as_bytes(), src: line, i: 0 };
+    let mut p = Parser {
+        s: line.as_bytes(),
+        src: line,
+        i: 0,
+    };
     p.skip_ws();
     match p.peek() {
         Some(b'{') => p.object_top(rec)?,
@@ -128,7 +134,10 @@ pub fn parse_line(line: &str, rec: &mut Record) -> Result<(), SyntaxError> {
     }
     p.skip_ws();
     if p.i != p.s.len() {
-        return Err(SyntaxError::Unexpected { at: p.i, expected: "end of line after the object" });
+        return Err(SyntaxError::Unexpected {
+            at: p.i,
+            expected: "end of line after the object",
+        });
     }
     Ok(())
 }
@@ -157,7 +166,10 @@ impl<'a> Parser<'a> {
                 Ok(())
             }
             None => Err(SyntaxError::Truncated { at: self.i }),
-            Some(_) => Err(SyntaxError::Unexpected { at: self.i, expected }),
+            Some(_) => Err(SyntaxError::Unexpected {
+                at: self.i,
+                expected,
+            }),
         }
     }
 
@@ -204,7 +216,10 @@ impl<'a> Parser<'a> {
             }
         }
         if self.i == code_start {
-            return Err(SyntaxError::Unexpected { at: self.i, expected: "an event code `[a-z0-9_.:-]+`" });
+            return Err(SyntaxError::Unexpected {
+                at: self.i,
+                expected: "an event code `[a-z0-9_.:-]+`",
+            });
         }
         rec.prefix_code = Some(push(&mut rec.buf, &self.src[code_start..self.i]));
         self.eat(b']', "`]` closing the code")?;
@@ -244,7 +259,11 @@ impl<'a> Parser<'a> {
             None => Err(SyntaxError::Truncated { at: self.i }),
             Some(_) => Err(SyntaxError::Unexpected {
                 at: self.i,
-                expected: if close == b'}' { "`,` or `}`" } else { "`,` or `]`" },
+                expected: if close == b'}' {
+                    "`,` or `}`"
+                } else {
+                    "`,` or `]`"
+                },
             }),
         }
     }
@@ -258,7 +277,10 @@ impl<'a> Parser<'a> {
                 Ok(())
             }
             None => Err(SyntaxError::Truncated { at: self.i }),
-            Some(_) => Err(SyntaxError::Unexpected { at: self.i, expected: "`=` or `:` after the key" }),
+            Some(_) => Err(SyntaxError::Unexpected {
+                at: self.i,
+                expected: "`=` or `:` after the key",
+            }),
         }
     }
 
@@ -277,7 +299,10 @@ impl<'a> Parser<'a> {
                 Ok(push(buf, &self.src[start..self.i]))
             }
             None => Err(SyntaxError::Truncated { at: self.i }),
-            Some(_) => Err(SyntaxError::Unexpected { at: self.i, expected: "a key (identifier or quoted string)" }),
+            Some(_) => Err(SyntaxError::Unexpected {
+                at: self.i,
+                expected: "a key (identifier or quoted string)",
+            }),
         }
     }
 
@@ -311,12 +336,18 @@ impl<'a> Parser<'a> {
                 break;
             }
             if matches!(c, b'{' | b'[' | b'"') {
-                return Err(SyntaxError::Unexpected { at: self.i, expected: "`,` or the end of the value" });
+                return Err(SyntaxError::Unexpected {
+                    at: self.i,
+                    expected: "`,` or the end of the value",
+                });
             }
             self.i += 1;
         }
         if self.i == start {
-            return Err(SyntaxError::Unexpected { at: self.i, expected: "a value" });
+            return Err(SyntaxError::Unexpected {
+                at: self.i,
+                expected: "a value",
+            });
         }
         Ok(&self.src[start..self.i])
     }
@@ -470,7 +501,9 @@ impl<'a> Parser<'a> {
         };
         let mut v = 0u32;
         for &c in h {
-            let d = (c as char).to_digit(16).ok_or(SyntaxError::BadEscape { at })?;
+            let d = (c as char)
+                .to_digit(16)
+                .ok_or(SyntaxError::BadEscape { at })?;
             v = v * 16 + d;
         }
         self.i += 4;
@@ -600,19 +633,29 @@ mod tests {
     #[test]
     fn kv_examples_of_log_format() {
         let rec = parse("2026-11-28 02:10:11.123 [item_acquire] {server=kr-03, account_id=12345, char_id=98761, item_id=50012, item_name='오딘의 검', count=1, reason=drop}");
-        assert_eq!(rec.text(rec.prefix_time.as_ref().unwrap()), "2026-11-28 02:10:11.123");
+        assert_eq!(
+            rec.text(rec.prefix_time.as_ref().unwrap()),
+            "2026-11-28 02:10:11.123"
+        );
         assert_eq!(rec.text(rec.prefix_code.as_ref().unwrap()), "item_acquire");
         assert_eq!(text(&rec, "server"), "kr-03");
         assert_eq!(rec.get("account_id"), Some(&Val::Int(12345)));
         assert_eq!(text(&rec, "item_name"), "오딘의 검");
         assert_eq!(text(&rec, "reason"), "drop");
 
-        let rec = parse(r#"2026-11-28 02:10:11.130 [currency] {server=kr-03, account_id=12345, char_id=98761, currency=gold, delta=-1500, balance=88200, reason="shop:buy"}"#);
+        let rec = parse(
+            r#"2026-11-28 02:10:11.130 [currency] {server=kr-03, account_id=12345, char_id=98761, currency=gold, delta=-1500, balance=88200, reason="shop:buy"}"#,
+        );
         assert_eq!(rec.get("delta"), Some(&Val::Int(-1500)));
         assert_eq!(text(&rec, "reason"), "shop:buy");
 
-        let rec = parse(r#"2026-11-28T02:10:12.004+09:00 [payment] {server=kr-01, account_id=777, product_id=pkg_start_01, price_krw=33000, store=google, order_id="GPA.3381-2219"}"#);
-        assert_eq!(rec.text(rec.prefix_time.as_ref().unwrap()), "2026-11-28T02:10:12.004+09:00");
+        let rec = parse(
+            r#"2026-11-28T02:10:12.004+09:00 [payment] {server=kr-01, account_id=777, product_id=pkg_start_01, price_krw=33000, store=google, order_id="GPA.3381-2219"}"#,
+        );
+        assert_eq!(
+            rec.text(rec.prefix_time.as_ref().unwrap()),
+            "2026-11-28T02:10:12.004+09:00"
+        );
         assert_eq!(text(&rec, "order_id"), "GPA.3381-2219");
 
         let rec = parse("2026-11-28 02:10:12.551 [combat] {server=kr-07, char_id=5501, target=boss:fenrir, damage=18234.5, crit=true, party=[5501, 5502, 5503], pos={x: 102.3, y: 88.1}}");
@@ -625,7 +668,9 @@ mod tests {
 
     #[test]
     fn bare_object_examples_of_log_format() {
-        let rec = parse(r#"{code:"item", appId:"odin", playerId:"p_1029384", gameWorld:"kr-03", itemId:50012, itemNm:'오딘의 검', itemGrade:"legendary", count:1, reason:drop, modTime:"2026-11-28 02:10:12.004", logId:"01JDXK5Q1J2M7C"}"#);
+        let rec = parse(
+            r#"{code:"item", appId:"odin", playerId:"p_1029384", gameWorld:"kr-03", itemId:50012, itemNm:'오딘의 검', itemGrade:"legendary", count:1, reason:drop, modTime:"2026-11-28 02:10:12.004", logId:"01JDXK5Q1J2M7C"}"#,
+        );
         assert_eq!(text(&rec, "code"), "item");
         assert_eq!(text(&rec, "itemNm"), "오딘의 검");
         assert_eq!(rec.get("itemId"), Some(&Val::Int(50012)));
@@ -635,7 +680,9 @@ mod tests {
 
     #[test]
     fn escapes_and_quoted_keys() {
-        let rec = parse(r#"{"@timestamp":"x", name:'Odin\'s Eye', s:"a\"b\\c\/d\n\u00e9\ud83d\ude00", 'k 2'=1,}"#);
+        let rec = parse(
+            r#"{"@timestamp":"x", name:'Odin\'s Eye', s:"a\"b\\c\/d\n\u00e9\ud83d\ude00", 'k 2'=1,}"#,
+        );
         assert_eq!(text(&rec, "@timestamp"), "x");
         assert_eq!(text(&rec, "name"), "Odin's Eye");
         assert_eq!(text(&rec, "s"), "a\"b\\c/d\né😀");
@@ -644,7 +691,8 @@ mod tests {
 
     #[test]
     fn numbers_follow_json_and_other_words_are_text() {
-        let rec = parse("{a=1, b=-2.5e3, c=1.2.15, d=007, e=0, f=1e, g=null, h=99999999999999999999}");
+        let rec =
+            parse("{a=1, b=-2.5e3, c=1.2.15, d=007, e=0, f=1e, g=null, h=99999999999999999999}");
         assert_eq!(rec.get("a"), Some(&Val::Int(1)));
         assert_eq!(rec.get("b"), Some(&Val::Float(-2500.0)));
         assert_eq!(text(&rec, "c"), "1.2.15");
@@ -679,6 +727,9 @@ mod tests {
     fn deep_nesting_is_bounded() {
         let line = format!("{{a={}{}}}", "[".repeat(100), "]".repeat(100));
         let mut rec = Record::default();
-        assert_eq!(parse_line(&line, &mut rec).unwrap_err().reason(), "too_deep");
+        assert_eq!(
+            parse_line(&line, &mut rec).unwrap_err().reason(),
+            "too_deep"
+        );
     }
 }

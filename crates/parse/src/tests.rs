@@ -2,33 +2,58 @@
 
 use std::collections::HashMap;
 
-use arrow_array::{Array, BinaryArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    Array, BinaryArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use proptest::prelude::*;
 
 use crate::syntax::{parse_line, Record, Val};
 use crate::{BodyParser, ColType, IngestMeta, ParseConfig, SchemaHints};
 
 fn meta() -> IngestMeta {
-    IngestMeta { ingest_time_us: 1_764_300_000_000_000, source: "test".into() }
+    IngestMeta {
+        ingest_time_us: 1_764_300_000_000_000,
+        source: "test".into(),
+    }
 }
 
 fn parse(body: &str) -> crate::ParsedBody {
-    BodyParser::new(ParseConfig::default()).unwrap().parse_body(body.as_bytes(), &meta(), &SchemaHints::new())
+    BodyParser::new(ParseConfig::default()).unwrap().parse_body(
+        body.as_bytes(),
+        &meta(),
+        &SchemaHints::new(),
+    )
 }
 
 fn table<'a>(p: &'a crate::ParsedBody, name: &str) -> &'a RecordBatch {
-    &p.silver.iter().find(|(t, _)| t == name).unwrap_or_else(|| panic!("no table {name}")).1
+    &p.silver
+        .iter()
+        .find(|(t, _)| t == name)
+        .unwrap_or_else(|| panic!("no table {name}"))
+        .1
 }
 
 fn strings(b: &RecordBatch, col: &str) -> Vec<Option<String>> {
-    let a = b.column_by_name(col).unwrap_or_else(|| panic!("no column {col}"));
+    let a = b
+        .column_by_name(col)
+        .unwrap_or_else(|| panic!("no column {col}"));
     let a = a.as_any().downcast_ref::<StringArray>().unwrap();
-    (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect()
+    (0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        .collect()
 }
 
 fn ints(b: &RecordBatch, col: &str) -> Vec<Option<i64>> {
-    let a = b.column_by_name(col).unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-    (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect()
+    let a = b
+        .column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    (0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i)))
+        .collect()
 }
 
 const LOG_FORMAT_EXAMPLES: &str = r#"2026-11-28 02:10:11.123 [item_acquire] {server=kr-03, account_id=12345, char_id=98761, item_id=50012, item_name='오딘의 검', count=1, reason=drop}
@@ -45,27 +70,60 @@ fn every_log_format_example_routes_to_its_table() {
     let p = parse(LOG_FORMAT_EXAMPLES);
     assert_eq!((p.accepted, p.dead_lettered), (7, 0));
     let names: Vec<&str> = p.silver.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(names, ["combat", "currency", "item", "item_acquire", "payment", "resource"]);
+    assert_eq!(
+        names,
+        [
+            "combat",
+            "currency",
+            "item",
+            "item_acquire",
+            "payment",
+            "resource"
+        ]
+    );
     assert_eq!(p.raw_logs.as_ref().unwrap().num_rows(), 7);
 
     let item = table(&p, "item");
     assert_eq!(item.num_rows(), 2);
     assert_eq!(strings(item, "itemNm"), [Some("오딘의 검".into()), None]);
-    assert_eq!(strings(item, "ts"), [None, Some("2026-11-28T02:10:11.123+09:00".into())]);
+    assert_eq!(
+        strings(item, "ts"),
+        [None, Some("2026-11-28T02:10:11.123+09:00".into())]
+    );
     assert_eq!(ints(item, "count"), [Some(1), Some(1)]);
 
     let combat = table(&p, "combat");
     assert_eq!(strings(combat, "party"), [Some("[5501,5502,5503]".into())]);
-    let dmg = combat.column_by_name("damage").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+    let dmg = combat
+        .column_by_name("damage")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
     assert_eq!(dmg.value(0), 18234.5);
 
     // 02:10:12.004+09:00 is 17:10:12.004 UTC on the 27th, the 28th in Seoul.
     let pay = table(&p, "payment");
-    let t = pay.column_by_name("event_time").unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
-    let expected = chrono::DateTime::parse_from_rfc3339("2026-11-27T17:10:12.004Z").unwrap().timestamp_micros();
+    let t = pay
+        .column_by_name("event_time")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
+    let expected = chrono::DateTime::parse_from_rfc3339("2026-11-27T17:10:12.004Z")
+        .unwrap()
+        .timestamp_micros();
     assert_eq!(t.value(0), expected);
-    let d = pay.column_by_name("event_date").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
-    assert_eq!(gamelake_common::time::format_date32(d.value(0)), "2026-11-28");
+    let d = pay
+        .column_by_name("event_date")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Date32Array>()
+        .unwrap();
+    assert_eq!(
+        gamelake_common::time::format_date32(d.value(0)),
+        "2026-11-28"
+    );
 }
 
 #[test]
@@ -84,10 +142,26 @@ fn malformed_lines_become_dead_letters_with_reasons() {
     assert_eq!((p.accepted, p.dead_lettered), (1, 7));
     let dead = p.dead_letters.as_ref().unwrap();
     assert_eq!(
-        strings(dead, "reason").into_iter().map(Option::unwrap).collect::<Vec<_>>(),
-        ["truncated", "bad_escape", "missing_code", "missing_time", "bad_time", "bad_code", "invalid_utf8"]
+        strings(dead, "reason")
+            .into_iter()
+            .map(Option::unwrap)
+            .collect::<Vec<_>>(),
+        [
+            "truncated",
+            "bad_escape",
+            "missing_code",
+            "missing_time",
+            "bad_time",
+            "bad_code",
+            "invalid_utf8"
+        ]
     );
-    let lines = dead.column_by_name("line").unwrap().as_any().downcast_ref::<BinaryArray>().unwrap();
+    let lines = dead
+        .column_by_name("line")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .unwrap();
     assert_eq!(lines.value(6), b"\xff\xfe{code:\"item\"}");
     assert_eq!(p.raw_logs.as_ref().unwrap().num_rows(), 8);
     assert_eq!(p.dead_reasons.iter().map(|(_, n)| n).sum::<usize>(), 7);
@@ -95,9 +169,15 @@ fn malformed_lines_become_dead_letters_with_reasons() {
 
 #[test]
 fn long_lines_are_dead_letters_not_errors() {
-    let cfg = ParseConfig { max_line_bytes: 40, ..ParseConfig::default() };
+    let cfg = ParseConfig {
+        max_line_bytes: 40,
+        ..ParseConfig::default()
+    };
     let mut parser = BodyParser::new(cfg).unwrap();
-    let body = format!("{{code:item, ts:1764300000000, pad:\"{}\"}}\n", "x".repeat(100));
+    let body = format!(
+        "{{code:item, ts:1764300000000, pad:\"{}\"}}\n",
+        "x".repeat(100)
+    );
     let p = parser.parse_body(body.as_bytes(), &meta(), &SchemaHints::new());
     assert_eq!(p.dead_lettered, 1);
     let dead = p.dead_letters.unwrap();
@@ -116,31 +196,65 @@ fn type_conflicts_keep_the_row_and_the_value() {
     assert_eq!(ints(x, "n"), [Some(1), None, None]);
     assert_eq!(strings(x, "s"), [Some("a".into()), Some("3".into()), None]);
     let f = x.column_by_name("f").unwrap();
-    assert_eq!(f.data_type(), &arrow_schema::DataType::Int64, "first value decides");
+    assert_eq!(
+        f.data_type(),
+        &arrow_schema::DataType::Int64,
+        "first value decides"
+    );
     assert_eq!(
         strings(x, "_conflicts"),
-        [None, Some(r#"{"n":1.5,"f":2.5}"#.into()), Some(r#"{"n":"many","f":"x","_offset":9}"#.into())]
+        [
+            None,
+            Some(r#"{"n":1.5,"f":2.5}"#.into()),
+            Some(r#"{"n":"many","f":"x","_offset":9}"#.into())
+        ]
     );
 }
 
 #[test]
 fn table_types_win_over_first_values() {
     let mut hints = SchemaHints::new();
-    hints.insert("x".into(), HashMap::from([("f".to_string(), ColType::Float64), ("n".to_string(), ColType::Utf8)]));
+    hints.insert(
+        "x".into(),
+        HashMap::from([
+            ("f".to_string(), ColType::Float64),
+            ("n".to_string(), ColType::Utf8),
+        ]),
+    );
     let mut parser = BodyParser::new(ParseConfig::default()).unwrap();
     let p = parser.parse_body(b"{code:x, ts:1764300000000, f:1, n:2}", &meta(), &hints);
     let x = table(&p, "x");
-    assert_eq!(x.column_by_name("f").unwrap().data_type(), &arrow_schema::DataType::Float64);
+    assert_eq!(
+        x.column_by_name("f").unwrap().data_type(),
+        &arrow_schema::DataType::Float64
+    );
     assert_eq!(strings(x, "n"), [Some("2".into())]);
     assert!(x.column_by_name("_conflicts").is_none());
 }
 
 #[test]
 fn derived_columns_replace_source_fields() {
-    let p = parse(r#"{code:x, event_time:"garbage", event_date:"no", ts:"2026-11-28T00:00:00Z", other:1}"#);
+    let p = parse(
+        r#"{code:x, event_time:"garbage", event_date:"no", ts:"2026-11-28T00:00:00Z", other:1}"#,
+    );
     let x = table(&p, "x");
-    let names: Vec<String> = x.schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["code", "event_time", "event_date", "ts", "other", "_ingest_time"]);
+    let names: Vec<String> = x
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "code",
+            "event_time",
+            "event_date",
+            "ts",
+            "other",
+            "_ingest_time"
+        ]
+    );
     // `event_time` is in the time-field list after `ts`; `ts` matched first.
     assert_eq!(x.num_rows(), 1);
 }
@@ -164,7 +278,9 @@ fn record_as_json(rec: &Record) -> serde_json::Value {
             Val::Int(i) => serde_json::Value::from(*i),
             Val::Float(x) => serde_json::Value::from(*x),
             Val::Str(s) => serde_json::Value::String(rec.text(s).to_string()),
-            Val::Json(s) => serde_json::from_str(rec.text(s)).expect("rendered nested JSON is valid"),
+            Val::Json(s) => {
+                serde_json::from_str(rec.text(s)).expect("rendered nested JSON is valid")
+            }
         };
         map.insert(rec.text(&f.key).to_string(), v);
     }
@@ -193,7 +309,8 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn json_object() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
-    prop::collection::btree_map("[a-zA-Z_@][a-zA-Z0-9_ ]{0,8}", json_value(), 0..8).prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("[a-zA-Z_@][a-zA-Z0-9_ ]{0,8}", json_value(), 0..8)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 /// Writes an object in the relaxed syntax: bare keys where possible, `=` or `:`, single quotes.
@@ -204,16 +321,27 @@ fn relaxed(map: &serde_json::Map<String, serde_json::Value>, eq: bool, single: b
                 let json = serde_json::to_string(s).unwrap();
                 format!("'{}'", json[1..json.len() - 1].replace('\'', "\\'"))
             }
-            serde_json::Value::Array(a) => format!("[{}]", a.iter().map(|x| val(x, single)).collect::<Vec<_>>().join(", ")),
+            serde_json::Value::Array(a) => format!(
+                "[{}]",
+                a.iter()
+                    .map(|x| val(x, single))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             serde_json::Value::Object(o) => format!(
                 "{{{}}}",
-                o.iter().map(|(k, x)| format!("{}: {}", key(k), val(x, single))).collect::<Vec<_>>().join(", ")
+                o.iter()
+                    .map(|(k, x)| format!("{}: {}", key(k), val(x, single)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             other => other.to_string(),
         }
     }
     fn key(k: &str) -> String {
-        if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.starts_with(|c: char| c.is_ascii_digit()) {
+        if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+        {
             k.to_string()
         } else {
             serde_json::to_string(k).unwrap()
@@ -222,7 +350,10 @@ fn relaxed(map: &serde_json::Map<String, serde_json::Value>, eq: bool, single: b
     let sep = if eq { "=" } else { ":" };
     format!(
         "{{{}}}",
-        map.iter().map(|(k, v)| format!("{}{sep} {}", key(k), val(v, single))).collect::<Vec<_>>().join(", ")
+        map.iter()
+            .map(|(k, v)| format!("{}{sep} {}", key(k), val(v, single)))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

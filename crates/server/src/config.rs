@@ -16,6 +16,11 @@ use serde::Deserialize;
 /// The prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "GAMELAKE_";
 
+/// `GAMELAKE_*` variables that are not configuration keys: the log filter, the client key of
+/// `sql`/`loadgen`, and the test and CI helpers.
+const ENV_NOT_CONFIG: [&str; 2] = ["GAMELAKE_LOG", "GAMELAKE_KEY"];
+const ENV_NOT_CONFIG_PREFIXES: [&str; 2] = ["GAMELAKE_TEST_", "GAMELAKE_CI_"];
+
 /// Role of an API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,7 +59,11 @@ pub struct GameConfig {
 impl Default for GameConfig {
     fn default() -> Self {
         let p = gamelake_parse::ParseConfig::default();
-        Self { time_zone: p.time_zone, code_field: p.code_field, time_fields: p.time_fields }
+        Self {
+            time_zone: p.time_zone,
+            code_field: p.code_field,
+            time_fields: p.time_fields,
+        }
     }
 }
 
@@ -99,7 +108,10 @@ pub struct LakeConfig {
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        Self { commit_interval_ms: 1000, commit_max_rows: 500_000 }
+        Self {
+            commit_interval_ms: 1000,
+            commit_max_rows: 500_000,
+        }
     }
 }
 
@@ -115,7 +127,10 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        Self { dir: None, segment_bytes: 64 << 20 }
+        Self {
+            dir: None,
+            segment_bytes: 64 << 20,
+        }
     }
 }
 
@@ -174,11 +189,17 @@ pub struct Overrides {
 }
 
 /// Reads the file (if any), applies `env` and `flags`, and validates.
-pub fn load(path: Option<&Path>, env: &HashMap<String, String>, flags: &Overrides) -> anyhow::Result<Config> {
+pub fn load(
+    path: Option<&Path>,
+    env: &HashMap<String, String>,
+    flags: &Overrides,
+) -> anyhow::Result<Config> {
     let mut doc: toml::Table = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config `{}`", p.display()))?;
-            text.parse().with_context(|| format!("config `{}` is not valid TOML", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config `{}`", p.display()))?;
+            text.parse()
+                .with_context(|| format!("config `{}` is not valid TOML", p.display()))?
         }
         None => toml::Table::new(),
     };
@@ -191,23 +212,35 @@ pub fn load(path: Option<&Path>, env: &HashMap<String, String>, flags: &Override
     set(&mut doc, "data_dir", &flags.data_dir);
     set(&mut doc, "http_addr", &flags.http_addr);
     set(&mut doc, "pg_addr", &flags.pg_addr);
-    let file: ConfigFile = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            anyhow::anyhow!("invalid configuration: {}", inner.message())
-        } else {
-            anyhow::anyhow!("invalid configuration key `{path}`: {}", inner.message())
-        }
-    })?;
+    let file: ConfigFile =
+        serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                anyhow::anyhow!("invalid configuration: {}", inner.message())
+            } else {
+                anyhow::anyhow!("invalid configuration key `{path}`: {}", inner.message())
+            }
+        })?;
     validate(file)
 }
 
 fn apply_env(doc: &mut toml::Table, env: &HashMap<String, String>) -> anyhow::Result<()> {
-    let mut vars: Vec<(&String, &String)> = env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut vars: Vec<(&String, &String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter(|(k, _)| {
+            !ENV_NOT_CONFIG.contains(&k.as_str())
+                && !ENV_NOT_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
+        .collect();
     vars.sort();
     for (name, value) in vars {
-        let path: Vec<String> = name[ENV_PREFIX.len()..].to_lowercase().split("__").map(str::to_string).collect();
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .to_lowercase()
+            .split("__")
+            .map(str::to_string)
+            .collect();
         if path.iter().any(|p| p.is_empty()) {
             bail!("environment variable `{name}` does not name a configuration key");
         }
@@ -219,10 +252,12 @@ fn apply_env(doc: &mut toml::Table, env: &HashMap<String, String>) -> anyhow::Re
             .unwrap_or_else(|| toml::Value::String(value.clone()));
         let mut table = &mut *doc;
         for section in &path[..path.len() - 1] {
-            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = entry
-                .as_table_mut()
-                .with_context(|| format!("environment variable `{name}`: `{section}` is not a section"))?;
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().with_context(|| {
+                format!("environment variable `{name}`: `{section}` is not a section")
+            })?;
         }
         table.insert(path[path.len() - 1].clone(), parsed);
     }
@@ -230,13 +265,20 @@ fn apply_env(doc: &mut toml::Table, env: &HashMap<String, String>) -> anyhow::Re
 }
 
 fn validate(file: ConfigFile) -> anyhow::Result<Config> {
-    let http_addr: SocketAddr = file
-        .http_addr
-        .parse()
-        .with_context(|| format!("`http_addr` = `{}` is not HOST:PORT with an IP address", file.http_addr))?;
-    let pg_addr: SocketAddr =
-        file.pg_addr.parse().with_context(|| format!("`pg_addr` = `{}` is not HOST:PORT with an IP address", file.pg_addr))?;
-    gamelake_common::GameClock::new(&file.game.time_zone).map_err(|e| anyhow::anyhow!("`game.time_zone`: {e}"))?;
+    let http_addr: SocketAddr = file.http_addr.parse().with_context(|| {
+        format!(
+            "`http_addr` = `{}` is not HOST:PORT with an IP address",
+            file.http_addr
+        )
+    })?;
+    let pg_addr: SocketAddr = file.pg_addr.parse().with_context(|| {
+        format!(
+            "`pg_addr` = `{}` is not HOST:PORT with an IP address",
+            file.pg_addr
+        )
+    })?;
+    gamelake_common::GameClock::new(&file.game.time_zone)
+        .map_err(|e| anyhow::anyhow!("`game.time_zone`: {e}"))?;
     if file.game.time_fields.is_empty() {
         bail!("`game.time_fields` must name at least one field");
     }
@@ -256,7 +298,10 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
     let mut seen = std::collections::HashSet::new();
     for key in &file.keys {
         if key.secret.len() < 16 {
-            bail!("`keys` entry `{}`: `secret` must be at least 16 characters", key.id);
+            bail!(
+                "`keys` entry `{}`: `secret` must be at least 16 characters",
+                key.id
+            );
         }
         if !seen.insert(key.secret.clone()) {
             bail!("`keys` entry `{}`: `secret` is used by another key", key.id);
@@ -272,7 +317,10 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
         Some(d) => d.clone(),
         None => {
             if file.data_dir.contains("://") && !file.data_dir.starts_with("file://") {
-                bail!("`wal.dir` must be set to a local directory when `data_dir` is remote (`{}`)", file.data_dir);
+                bail!(
+                    "`wal.dir` must be set to a local directory when `data_dir` is remote (`{}`)",
+                    file.data_dir
+                );
             }
             PathBuf::from(file.data_dir.trim_start_matches("file://")).join("_wal")
         }
@@ -355,15 +403,24 @@ role = "ingest"
         let f = write("data_dir = \"/a\"\n[lake]\ncommit_interval_ms = 5\n");
         let env = HashMap::from([
             ("GAMELAKE_DATA_DIR".to_string(), "/b".to_string()),
-            ("GAMELAKE_LAKE__COMMIT_INTERVAL_MS".to_string(), "7".to_string()),
-            ("GAMELAKE_GAME__TIME_ZONE".to_string(), "Europe/Paris".to_string()),
+            (
+                "GAMELAKE_LAKE__COMMIT_INTERVAL_MS".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "GAMELAKE_GAME__TIME_ZONE".to_string(),
+                "Europe/Paris".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ]);
         let c = load(Some(f.path()), &env, &Overrides::default()).unwrap();
         assert_eq!(c.data_dir, "/b");
         assert_eq!(c.lake.commit_interval_ms, 7);
         assert_eq!(c.parse.time_zone, "Europe/Paris");
-        let flags = Overrides { data_dir: Some("/c".into()), ..Overrides::default() };
+        let flags = Overrides {
+            data_dir: Some("/c".into()),
+            ..Overrides::default()
+        };
         assert_eq!(load(Some(f.path()), &env, &flags).unwrap().data_dir, "/c");
     }
 
@@ -374,11 +431,17 @@ role = "ingest"
             ("[game]\ntime_zone = \"Mars/Olympus\"\n", "game.time_zone"),
             ("http_addr = \"localhost\"\n", "http_addr"),
             ("http_addr = \"0.0.0.0:8080\"\n", "without API keys"),
-            ("[lake]\ncommit_interval_ms = \"soon\"\n", "commit_interval_ms"),
+            (
+                "[lake]\ncommit_interval_ms = \"soon\"\n",
+                "commit_interval_ms",
+            ),
         ];
         for (text, needle) in cases {
             let f = write(text);
-            let err = format!("{:#}", load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap_err());
+            let err = format!(
+                "{:#}",
+                load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap_err()
+            );
             assert!(err.contains(needle), "{text}: {err}");
         }
         let env = HashMap::from([("GAMELAKE_NOPE".to_string(), "1".to_string())]);

@@ -12,7 +12,11 @@ use gamelake::sql::{OutputFormat, Target};
 use gamelake_loadgen::sender::Compression;
 
 #[derive(Parser)]
-#[command(name = "gamelake", version, about = "A game-log lakehouse in one binary")]
+#[command(
+    name = "gamelake",
+    version,
+    about = "A game-log lakehouse in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -131,8 +135,13 @@ struct LoadgenArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 2m or 1h"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 2m or 1h"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -144,9 +153,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -156,7 +168,8 @@ fn init_tracing(json: bool) {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
@@ -167,7 +180,11 @@ async fn shutdown_signal() {
 async fn serve(args: ServerArgs, demo: Option<DemoTraffic>) -> anyhow::Result<()> {
     init_tracing(args.log_json);
     let env: HashMap<String, String> = std::env::vars().collect();
-    let flags = Overrides { data_dir: args.data_dir, http_addr: args.http_addr, pg_addr: args.pg_addr };
+    let flags = Overrides {
+        data_dir: args.data_dir,
+        http_addr: args.http_addr,
+        pg_addr: args.pg_addr,
+    };
     let cfg = config::load(args.config.as_deref(), &env, &flags)?;
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
@@ -176,7 +193,13 @@ async fn serve(args: ServerArgs, demo: Option<DemoTraffic>) -> anyhow::Result<()
 }
 
 async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
-    let generator = gamelake_loadgen::GenConfig { seed: a.seed, format: a.format, malformed: a.malformed, accounts: a.accounts, ..Default::default() };
+    let generator = gamelake_loadgen::GenConfig {
+        seed: a.seed,
+        format: a.format,
+        malformed: a.malformed,
+        accounts: a.accounts,
+        ..Default::default()
+    };
     if a.dry_run {
         let out = a.out.expect("clap requires --out with --dry-run");
         let mut g = gamelake_loadgen::Generator::new(generator);
@@ -220,20 +243,34 @@ async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
 async fn main_async(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args, None).await,
-        Command::Demo { server, rate } => serve(server, Some(DemoTraffic { events_per_s: rate })).await,
-        Command::Sql { query, data_dir, server, key, format } => {
+        Command::Demo { server, rate } => {
+            serve(server, Some(DemoTraffic { events_per_s: rate })).await
+        }
+        Command::Sql {
+            query,
+            data_dir,
+            server,
+            key,
+            format,
+        } => {
             let target = match server {
                 Some(url) => Target::Server { url, key },
                 None => Target::DataDir(data_dir.unwrap_or_else(|| "./gamelake-data".into())),
             };
             gamelake::sql::run(target, query, format).await
         }
-        Command::Tables { action, name, data_dir } => {
+        Command::Tables {
+            action,
+            name,
+            data_dir,
+        } => {
             let lake = gamelake_lake::Lake::open(&data_dir)?;
             match action.as_str() {
                 "list" => gamelake::tables::run(&lake, None).await,
                 "describe" => {
-                    let name = name.context("`gamelake tables describe` needs a table name, e.g. `silver.item`")?;
+                    let name = name.context(
+                        "`gamelake tables describe` needs a table name, e.g. `silver.item`",
+                    )?;
                     gamelake::tables::run(&lake, Some(&name)).await
                 }
                 other => anyhow::bail!("unknown action `{other}`: use `list` or `describe NAME`"),
@@ -245,7 +282,10 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("building the tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
     if let Err(e) = runtime.block_on(main_async(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const LATENCY_BUCKETS_S: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// A Prometheus histogram with fixed buckets.
 #[derive(Debug, Default)]
@@ -39,7 +41,11 @@ impl Histogram {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", g.1);
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {}", g.2);
         let _ = writeln!(out, "{name}_count{braces} {}", g.1);
     }
@@ -79,71 +85,176 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_request(&self, route: &'static str, status: u16) {
-        *self.http_requests.lock().expect("metrics lock").entry((route, status)).or_default() += 1;
+        *self
+            .http_requests
+            .lock()
+            .expect("metrics lock")
+            .entry((route, status))
+            .or_default() += 1;
     }
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let _ = writeln!(out, "# HELP gamelake_http_requests_total HTTP requests by route and status.\n# TYPE gamelake_http_requests_total counter");
         for ((route, status), n) in self.http_requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "gamelake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "gamelake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
-        counter(&mut out, "gamelake_ingest_bodies_total", "Request bodies made durable.", self.ingest_bodies.load(Ordering::Relaxed));
-        counter(&mut out, "gamelake_ingest_bytes_total", "Decompressed body bytes made durable.", self.ingest_bytes.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "gamelake_ingest_bodies_total",
+            "Request bodies made durable.",
+            self.ingest_bodies.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "gamelake_ingest_bytes_total",
+            "Decompressed body bytes made durable.",
+            self.ingest_bytes.load(Ordering::Relaxed),
+        );
         let _ = writeln!(out, "# HELP gamelake_ingest_lines_total Lines made durable, by outcome.\n# TYPE gamelake_ingest_lines_total counter");
-        let _ = writeln!(out, "gamelake_ingest_lines_total{{outcome=\"accepted\"}} {}", self.ingest_lines_accepted.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "gamelake_ingest_lines_total{{outcome=\"accepted\"}} {}",
+            self.ingest_lines_accepted.load(Ordering::Relaxed)
+        );
         let dead = self.ingest_lines_dead.lock().expect("metrics lock");
-        let _ = writeln!(out, "gamelake_ingest_lines_total{{outcome=\"dead_lettered\"}} {}", dead.values().sum::<u64>());
+        let _ = writeln!(
+            out,
+            "gamelake_ingest_lines_total{{outcome=\"dead_lettered\"}} {}",
+            dead.values().sum::<u64>()
+        );
         let _ = writeln!(out, "# HELP gamelake_dead_letters_total Rejected lines by reason.\n# TYPE gamelake_dead_letters_total counter");
         for (reason, n) in dead.iter() {
-            let _ = writeln!(out, "gamelake_dead_letters_total{{reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "gamelake_dead_letters_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         drop(dead);
         let _ = writeln!(out, "# HELP gamelake_ingest_events_total Accepted events by silver table.\n# TYPE gamelake_ingest_events_total counter");
-        for (table, n) in self.ingest_rows_by_table.lock().expect("metrics lock").iter() {
+        for (table, n) in self
+            .ingest_rows_by_table
+            .lock()
+            .expect("metrics lock")
+            .iter()
+        {
             let _ = writeln!(out, "gamelake_ingest_events_total{{table=\"{table}\"}} {n}");
         }
         let _ = writeln!(out, "# HELP gamelake_ingest_ack_latency_seconds Time from body received to 2xx.\n# TYPE gamelake_ingest_ack_latency_seconds histogram");
-        self.ack_latency.render(&mut out, "gamelake_ingest_ack_latency_seconds", "");
-        gauge(&mut out, "gamelake_wal_bytes", "Bytes of write-ahead-log segments on disk.", self.wal_bytes.load(Ordering::Relaxed));
-        gauge(&mut out, "gamelake_wal_segments", "Write-ahead-log segments on disk.", self.wal_segments.load(Ordering::Relaxed));
-        gauge(&mut out, "gamelake_wal_next_offset", "Offset the next body gets.", self.wal_next_offset.load(Ordering::Relaxed));
-        gauge(&mut out, "gamelake_wal_committed_offset", "Every body at or below this offset is committed to all its tables.", self.wal_committed_offset.load(Ordering::Relaxed));
-        counter(&mut out, "gamelake_wal_syncs_total", "fsync calls of the write-ahead log (group commits).", self.wal_syncs.load(Ordering::Relaxed));
-        gauge(&mut out, "gamelake_uncommitted_bytes", "Body bytes durable in the log but not yet in every table.", self.uncommitted_bytes.load(Ordering::Relaxed));
+        self.ack_latency
+            .render(&mut out, "gamelake_ingest_ack_latency_seconds", "");
+        gauge(
+            &mut out,
+            "gamelake_wal_bytes",
+            "Bytes of write-ahead-log segments on disk.",
+            self.wal_bytes.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gamelake_wal_segments",
+            "Write-ahead-log segments on disk.",
+            self.wal_segments.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gamelake_wal_next_offset",
+            "Offset the next body gets.",
+            self.wal_next_offset.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gamelake_wal_committed_offset",
+            "Every body at or below this offset is committed to all its tables.",
+            self.wal_committed_offset.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "gamelake_wal_syncs_total",
+            "fsync calls of the write-ahead log (group commits).",
+            self.wal_syncs.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gamelake_uncommitted_bytes",
+            "Body bytes durable in the log but not yet in every table.",
+            self.uncommitted_bytes.load(Ordering::Relaxed),
+        );
         let commits = self.commits.lock().expect("metrics lock");
         let _ = writeln!(out, "# HELP gamelake_table_commits_total Delta commits by table.\n# TYPE gamelake_table_commits_total counter");
         for (t, c) in commits.iter() {
-            let _ = writeln!(out, "gamelake_table_commits_total{{table=\"{t}\"}} {}", c.commits);
+            let _ = writeln!(
+                out,
+                "gamelake_table_commits_total{{table=\"{t}\"}} {}",
+                c.commits
+            );
         }
         let _ = writeln!(out, "# HELP gamelake_table_commit_errors_total Failed Delta commits by table (retried).\n# TYPE gamelake_table_commit_errors_total counter");
         for (t, c) in commits.iter() {
-            let _ = writeln!(out, "gamelake_table_commit_errors_total{{table=\"{t}\"}} {}", c.errors);
+            let _ = writeln!(
+                out,
+                "gamelake_table_commit_errors_total{{table=\"{t}\"}} {}",
+                c.errors
+            );
         }
         let _ = writeln!(out, "# HELP gamelake_table_rows_committed_total Rows committed by table.\n# TYPE gamelake_table_rows_committed_total counter");
         for (t, c) in commits.iter() {
-            let _ = writeln!(out, "gamelake_table_rows_committed_total{{table=\"{t}\"}} {}", c.rows);
+            let _ = writeln!(
+                out,
+                "gamelake_table_rows_committed_total{{table=\"{t}\"}} {}",
+                c.rows
+            );
         }
         let _ = writeln!(out, "# HELP gamelake_table_commit_seconds_total Time spent committing by table.\n# TYPE gamelake_table_commit_seconds_total counter");
         for (t, c) in commits.iter() {
-            let _ = writeln!(out, "gamelake_table_commit_seconds_total{{table=\"{t}\"}} {}", c.seconds);
+            let _ = writeln!(
+                out,
+                "gamelake_table_commit_seconds_total{{table=\"{t}\"}} {}",
+                c.seconds
+            );
         }
         drop(commits);
-        counter(&mut out, "gamelake_queries_total", "SQL queries run.", self.queries.load(Ordering::Relaxed));
-        counter(&mut out, "gamelake_query_errors_total", "SQL queries that failed.", self.query_errors.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "gamelake_queries_total",
+            "SQL queries run.",
+            self.queries.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "gamelake_query_errors_total",
+            "SQL queries that failed.",
+            self.query_errors.load(Ordering::Relaxed),
+        );
         let _ = writeln!(out, "# HELP gamelake_query_duration_seconds SQL query time.\n# TYPE gamelake_query_duration_seconds histogram");
-        self.query_latency.render(&mut out, "gamelake_query_duration_seconds", "");
+        self.query_latency
+            .render(&mut out, "gamelake_query_duration_seconds", "");
         if let Some(rss) = process_rss_bytes() {
-            gauge(&mut out, "gamelake_process_resident_memory_bytes", "Resident set size of the process.", rss);
+            gauge(
+                &mut out,
+                "gamelake_process_resident_memory_bytes",
+                "Resident set size of the process.",
+                rss,
+            );
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            gauge(&mut out, "gamelake_process_open_fds", "Open file descriptors.", fds.count() as u64);
+            gauge(
+                &mut out,
+                "gamelake_process_open_fds",
+                "Open file descriptors.",
+                fds.count() as u64,
+            );
         }
         out
     }

@@ -21,8 +21,14 @@ pub struct DemoTraffic {
 }
 
 /// Runs the server until `shutdown` resolves.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static, demo: Option<DemoTraffic>) -> anyhow::Result<()> {
-    let lake = Lake::open(&cfg.data_dir).with_context(|| format!("opening the storage root `{}`", cfg.data_dir))?;
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    demo: Option<DemoTraffic>,
+) -> anyhow::Result<()> {
+    let lake = Lake::open(&cfg.data_dir)
+        .with_context(|| format!("opening the storage root `{}`", cfg.data_dir))?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (pipeline, task, report) = crate::pipeline::start(&cfg, lake.clone(), metrics).await?;
@@ -33,14 +39,29 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         "recovery done"
     );
     ready.store(true, Ordering::Relaxed);
-    let state = AppState { config: Arc::new(cfg.clone()), pipeline: pipeline.clone(), query: QueryEngine::new(lake.clone()), lake, ready };
-    let addr = listener.local_addr().context("reading the listen address")?;
+    let state = AppState {
+        config: Arc::new(cfg.clone()),
+        pipeline: pipeline.clone(),
+        query: QueryEngine::new(lake.clone()),
+        lake,
+        ready,
+    };
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
     let traffic = demo.map(|d| {
         print_demo_banner(&addr.to_string(), &d, &cfg);
-        tokio::spawn(demo_traffic(addr.to_string(), d, cfg.keys.first().map(|k| k.secret.clone())))
+        tokio::spawn(demo_traffic(
+            addr.to_string(),
+            d,
+            cfg.keys.first().map(|k| k.secret.clone()),
+        ))
     });
     println!("gamelake ready http={addr} pg=off");
-    axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    axum::serve(listener, http::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
     if let Some(t) = traffic {
         t.abort();
     }
@@ -76,7 +97,11 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
             duration: Duration::from_secs(60),
             concurrency: 8,
             batch: (demo.events_per_s / 10).clamp(1, 1000) as usize,
-            generator: gamelake_loadgen::GenConfig { seed, malformed: 0.02, ..Default::default() },
+            generator: gamelake_loadgen::GenConfig {
+                seed,
+                malformed: 0.02,
+                ..Default::default()
+            },
             compression: gamelake_loadgen::sender::Compression::None,
             key: key.clone(),
             ack_log: None,

@@ -22,7 +22,11 @@ pub enum Target {
 }
 
 /// Runs `query`, or a REPL reading statements (ended by `;`) from stdin.
-pub async fn run(target: Target, query: Option<String>, format: OutputFormat) -> anyhow::Result<()> {
+pub async fn run(
+    target: Target,
+    query: Option<String>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     let runner = Runner::new(target)?;
     if let Some(q) = query {
         return runner.run_and_print(&q, format).await;
@@ -61,14 +65,24 @@ pub async fn run(target: Target, query: Option<String>, format: OutputFormat) ->
 
 enum Runner {
     Local(QueryEngine),
-    Remote { client: reqwest::Client, url: String, key: Option<String> },
+    Remote {
+        client: reqwest::Client,
+        url: String,
+        key: Option<String>,
+    },
 }
 
 impl Runner {
     fn new(target: Target) -> anyhow::Result<Self> {
         Ok(match target {
-            Target::DataDir(dir) => Runner::Local(QueryEngine::new(Lake::open(&dir).with_context(|| format!("opening `{dir}`"))?)),
-            Target::Server { url, key } => Runner::Remote { client: reqwest::Client::new(), url: url.trim_end_matches('/').to_string(), key },
+            Target::DataDir(dir) => Runner::Local(QueryEngine::new(
+                Lake::open(&dir).with_context(|| format!("opening `{dir}`"))?,
+            )),
+            Target::Server { url, key } => Runner::Remote {
+                client: reqwest::Client::new(),
+                url: url.trim_end_matches('/').to_string(),
+                key,
+            },
         })
     }
 
@@ -83,7 +97,10 @@ impl Runner {
                 if let Some(k) = key {
                     req = req.bearer_auth(k);
                 }
-                let resp = req.send().await.with_context(|| format!("sending the query to `{url}`"))?;
+                let resp = req
+                    .send()
+                    .await
+                    .with_context(|| format!("sending the query to `{url}`"))?;
                 let status = resp.status();
                 let body = resp.bytes().await.context("reading the answer")?;
                 if !status.is_success() {
@@ -93,7 +110,10 @@ impl Runner {
                         .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                     bail!("server answered {status}: {msg}");
                 }
-                let reader = gamelake_lake::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+                let reader = gamelake_lake::arrow::ipc::reader::StreamReader::try_new(
+                    std::io::Cursor::new(body),
+                    None,
+                )?;
                 let schema = reader.schema();
                 let batches = reader.collect::<Result<Vec<_>, _>>()?;
                 (schema, batches)
@@ -108,14 +128,18 @@ fn print(schema: &SchemaRef, batches: &[RecordBatch], format: OutputFormat) -> a
     match format {
         OutputFormat::Table => {
             let text = if batches.is_empty() {
-                gamelake_lake::arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])?
+                gamelake_lake::arrow::util::pretty::pretty_format_batches(&[
+                    RecordBatch::new_empty(schema.clone()),
+                ])?
             } else {
                 gamelake_lake::arrow::util::pretty::pretty_format_batches(batches)?
             };
             writeln!(out, "{text}")?;
         }
         OutputFormat::Csv => {
-            let mut w = gamelake_lake::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = gamelake_lake::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             if batches.is_empty() {
                 w.write(&RecordBatch::new_empty(schema.clone()))?;
             }
@@ -124,15 +148,9 @@ fn print(schema: &SchemaRef, batches: &[RecordBatch], format: OutputFormat) -> a
             }
         }
         OutputFormat::Json => {
-            for b in batches {
-                let cols = crate::http::query::json_columns(b)?;
-                for row in 0..b.num_rows() {
-                    let obj: serde_json::Map<String, serde_json::Value> =
-                        schema.fields().iter().zip(&cols).map(|(f, c)| (f.name().clone(), c[row].clone())).collect();
-                    serde_json::to_writer(&mut out, &obj)?;
-                    writeln!(out)?;
-                }
-            }
+            let mut buf = Vec::new();
+            crate::http::query::write_ndjson(&mut buf, schema, batches)?;
+            out.write_all(&buf)?;
         }
     }
     Ok(())

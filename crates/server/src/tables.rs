@@ -22,17 +22,35 @@ pub async fn run(lake: &Lake, describe: Option<&str>) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match describe {
         None => {
-            writeln!(stdout, "{:<32} {:>12} {:>7} {:>14} {:>8}", "table", "rows", "files", "bytes", "version")?;
+            writeln!(
+                stdout,
+                "{:<32} {:>12} {:>7} {:>14} {:>8}",
+                "table", "rows", "files", "bytes", "version"
+            )?;
             for t in describe_all(lake).await? {
-                writeln!(stdout, "{:<32} {:>12} {:>7} {:>14} {:>8}", format!("{}.{}", t.schema, t.name), t.rows, t.files, t.bytes, t.version)?;
+                writeln!(
+                    stdout,
+                    "{:<32} {:>12} {:>7} {:>14} {:>8}",
+                    format!("{}.{}", t.schema, t.name),
+                    t.rows,
+                    t.files,
+                    t.bytes,
+                    t.version
+                )?;
             }
         }
         Some(name) => {
-            let (schema, table) = name.split_once('.').unwrap_or((gamelake_common::SCHEMA_SILVER, name));
+            let (schema, table) = name
+                .split_once('.')
+                .unwrap_or((gamelake_common::SCHEMA_SILVER, name));
             let Some(t) = lake.describe(&TableId::new(schema, table)).await? else {
                 anyhow::bail!("no table `{schema}.{table}` under `{}`", lake.root());
             };
-            writeln!(stdout, "{}.{}  ({} rows, {} files, {} bytes, version {})", t.schema, t.name, t.rows, t.files, t.bytes, t.version)?;
+            writeln!(
+                stdout,
+                "{}.{}  ({} rows, {} files, {} bytes, version {})",
+                t.schema, t.name, t.rows, t.files, t.bytes, t.version
+            )?;
             writeln!(stdout, "location: {}", t.location)?;
             writeln!(stdout, "partitioned by: {}", t.partition_columns.join(", "))?;
             for (col, ty) in t.columns {

@@ -39,17 +39,29 @@ struct Db {
 impl Db {
     async fn load(&self, file: &str) -> Result<(), SltError> {
         let err = |e: anyhow::Error| SltError(format!("{e:#}"));
-        let body = std::fs::read(self.fixtures.join(file)).map_err(|e| SltError(format!("reading `{file}`: {e}")))?;
-        let flags = Overrides { data_dir: Some(self.data_dir.display().to_string()), ..Overrides::default() };
+        let body = std::fs::read(self.fixtures.join(file))
+            .map_err(|e| SltError(format!("reading `{file}`: {e}")))?;
+        let flags = Overrides {
+            data_dir: Some(self.data_dir.display().to_string()),
+            ..Overrides::default()
+        };
         let cfg = config::load(None, &HashMap::new(), &flags).map_err(err)?;
         let lake = Lake::open(&cfg.data_dir).map_err(|e| SltError(e.to_string()))?;
         let metrics = Arc::new(gamelake::metrics::Metrics::default());
-        let (pipeline, task, _) = gamelake::pipeline::start(&cfg, lake, metrics).await.map_err(err)?;
+        let (pipeline, task, _) = gamelake::pipeline::start(&cfg, lake, metrics)
+            .await
+            .map_err(err)?;
         // A fixed ingest time keeps `_ingest_time` and `ingest_date` stable in expected output.
-        let meta = IngestMeta { ingest_time_us: 1_764_288_000_000_000, source: "slt".into() };
+        let meta = IngestMeta {
+            ingest_time_us: 1_764_288_000_000_000,
+            source: "slt".into(),
+        };
         let parsed = pipeline.parse(&body, &meta);
         let payload = gamelake::pipeline::record::encode(meta.ingest_time_us, "slt", None, &body);
-        pipeline.submit(payload, parsed, body.len() as u64).await.map_err(|e| SltError(e.to_string()))?;
+        pipeline
+            .submit(payload, parsed, body.len() as u64)
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         pipeline.close();
         task.join().await.map_err(err)
     }
@@ -66,8 +78,16 @@ impl sqllogictest::AsyncDB for Db {
             self.load(rest.trim().trim_matches('\'')).await?;
             return Ok(DBOutput::StatementComplete(0));
         }
-        let (schema, batches) = self.engine.sql(sql).await.map_err(|e| SltError(e.to_string()))?;
-        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let (schema, batches) = self
+            .engine
+            .sql(sql)
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
         let mut rows = Vec::new();
         for b in &batches {
             rows.extend(format_rows(b).map_err(|e| SltError(e.to_string()))?);
@@ -84,24 +104,35 @@ impl sqllogictest::AsyncDB for Db {
 fn column_type(dt: &gamelake_lake::arrow::datatypes::DataType) -> DefaultColumnType {
     use gamelake_lake::arrow::datatypes::DataType as D;
     match dt {
-        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => DefaultColumnType::Integer,
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+            DefaultColumnType::Integer
+        }
         D::Float32 | D::Float64 | D::Decimal128(..) => DefaultColumnType::FloatingPoint,
         D::Utf8 | D::LargeUtf8 | D::Utf8View => DefaultColumnType::Text,
         _ => DefaultColumnType::Any,
     }
 }
 
-fn format_rows(batch: &RecordBatch) -> Result<Vec<Vec<String>>, gamelake_lake::arrow::error::ArrowError> {
+fn format_rows(
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<String>>, gamelake_lake::arrow::error::ArrowError> {
     let options = FormatOptions::default().with_null("NULL");
-    let formatters: Vec<ArrayFormatter> =
-        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<_, _>>()?;
+    let formatters: Vec<ArrayFormatter> = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<_, _>>()?;
     Ok((0..batch.num_rows())
         .map(|row| {
             formatters
                 .iter()
                 .map(|f| {
                     let s = f.value(row).to_string();
-                    if s.is_empty() { "(empty)".to_string() } else { s }
+                    if s.is_empty() {
+                        "(empty)".to_string()
+                    } else {
+                        s
+                    }
                 })
                 .collect()
         })
@@ -118,19 +149,33 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
             let data_dir = data_dir.clone();
             let fixtures = fixtures.clone();
             async move {
-                let lake = Lake::open(&data_dir.display().to_string()).map_err(|e| SltError(e.to_string()))?;
-                Ok::<_, SltError>(Db { data_dir, fixtures, engine: QueryEngine::new(lake) })
+                let lake = Lake::open(&data_dir.display().to_string())
+                    .map_err(|e| SltError(e.to_string()))?;
+                Ok::<_, SltError>(Db {
+                    data_dir,
+                    fixtures,
+                    engine: QueryEngine::new(lake),
+                })
             }
         }
     };
     let mut runner = sqllogictest::Runner::new(make);
     if complete {
         runner
-            .update_test_file(path, " ", sqllogictest::default_validator, sqllogictest::default_normalizer, sqllogictest::default_column_validator)
+            .update_test_file(
+                path,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
             .await
             .map_err(|e| e.to_string())
     } else {
-        runner.run_file_async(path).await.map_err(|e| e.display(true).to_string())
+        runner
+            .run_file_async(path)
+            .await
+            .map_err(|e| e.display(true).to_string())
     }
 }
 

@@ -39,13 +39,20 @@ pub enum WalError {
     #[error("write-ahead log i/o on `{path}`: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("write-ahead log segment `{path}` is corrupt at offset {offset}: {what}; it is not the last segment, so this is not a torn write: move the file away to start without it")]
-    Corrupt { path: PathBuf, offset: u64, what: &'static str },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        what: &'static str,
+    },
     #[error("write-ahead log record of {len} bytes is over the limit of {MAX_RECORD_BYTES} bytes")]
     TooLarge { len: usize },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Settings of the log.
@@ -57,7 +64,9 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20 }
+        Self {
+            segment_bytes: 64 << 20,
+        }
     }
 }
 
@@ -99,17 +108,28 @@ impl Wal {
             let scan = scan_segment(path, *first)?;
             if let Some(what) = scan.bad {
                 if !last {
-                    return Err(WalError::Corrupt { path: path.clone(), offset: scan.next_offset, what });
+                    return Err(WalError::Corrupt {
+                        path: path.clone(),
+                        offset: scan.next_offset,
+                        what,
+                    });
                 }
                 let len = fs::metadata(path).map_err(io_err(path))?.len();
                 recovery.truncated_bytes = len - scan.valid_bytes;
                 tracing::warn!(path = %path.display(), bytes = recovery.truncated_bytes, offset = scan.next_offset, reason = what, "truncating torn tail of write-ahead log");
-                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
                 f.set_len(scan.valid_bytes).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;
             }
             if i > 0 && *first != next_offset {
-                return Err(WalError::Corrupt { path: path.clone(), offset: *first, what: "segment does not start where the previous one ended" });
+                return Err(WalError::Corrupt {
+                    path: path.clone(),
+                    offset: *first,
+                    what: "segment does not start where the previous one ended",
+                });
             }
             if recovery.first_offset.is_none() && scan.next_offset > *first {
                 recovery.first_offset = Some(*first);
@@ -121,11 +141,24 @@ impl Wal {
             segments.push((0, path));
         }
         let (_, path) = segments.last().expect("at least one segment").clone();
-        let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let file_bytes = file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         recovery.next_offset = next_offset;
         recovery.segments = segments.len();
-        let wal = Self { dir: dir.to_path_buf(), cfg, segments, file, file_bytes, pending: Vec::new(), next_offset, unsynced: false };
+        let wal = Self {
+            dir: dir.to_path_buf(),
+            cfg,
+            segments,
+            file,
+            file_bytes,
+            pending: Vec::new(),
+            next_offset,
+            unsynced: false,
+        };
         Ok((wal, recovery))
     }
 
@@ -138,8 +171,10 @@ impl Wal {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&offset.to_le_bytes());
         crc.update(payload);
-        self.pending.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.pending.extend_from_slice(&crc.finalize().to_le_bytes());
+        self.pending
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.pending
+            .extend_from_slice(&crc.finalize().to_le_bytes());
         self.pending.extend_from_slice(&offset.to_le_bytes());
         self.pending.extend_from_slice(payload);
         self.next_offset += 1;
@@ -161,7 +196,11 @@ impl Wal {
         self.unsynced = false;
         if self.file_bytes > self.cfg.segment_bytes {
             let path = create_segment(&self.dir, self.next_offset)?;
-            self.file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+            self.file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
             self.file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
             self.file_bytes = MAGIC.len() as u64;
             self.segments.push((self.next_offset, path));
@@ -176,7 +215,11 @@ impl Wal {
 
     /// Bytes of all segments on disk.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments.iter().filter_map(|(_, p)| fs::metadata(p).ok()).map(|m| m.len()).sum()
+        self.segments
+            .iter()
+            .filter_map(|(_, p)| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -222,7 +265,10 @@ pub fn replay_from<E>(
             }
         }
         let mut data = Vec::new();
-        File::open(path).map_err(io_err(path))?.read_to_end(&mut data).map_err(io_err(path))?;
+        File::open(path)
+            .map_err(io_err(path))?
+            .read_to_end(&mut data)
+            .map_err(io_err(path))?;
         let mut pos = MAGIC.len();
         while let Some((offset, payload, next)) = decode_record(&data, pos) {
             if offset >= from {
@@ -255,23 +301,46 @@ struct Scan {
 
 fn scan_segment(path: &Path, first: u64) -> Result<Scan, WalError> {
     let mut data = Vec::new();
-    File::open(path).map_err(io_err(path))?.read_to_end(&mut data).map_err(io_err(path))?;
+    File::open(path)
+        .map_err(io_err(path))?
+        .read_to_end(&mut data)
+        .map_err(io_err(path))?;
     if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-        return Ok(Scan { next_offset: first, valid_bytes: 0, bad: Some("bad segment header") });
+        return Ok(Scan {
+            next_offset: first,
+            valid_bytes: 0,
+            bad: Some("bad segment header"),
+        });
     }
     let mut pos = MAGIC.len();
     let mut expected = first;
     loop {
         if pos == data.len() {
-            return Ok(Scan { next_offset: expected, valid_bytes: pos as u64, bad: None });
+            return Ok(Scan {
+                next_offset: expected,
+                valid_bytes: pos as u64,
+                bad: None,
+            });
         }
         match decode_record(&data, pos) {
             Some((offset, _, next)) if offset == expected => {
                 expected += 1;
                 pos = next;
             }
-            Some(_) => return Ok(Scan { next_offset: expected, valid_bytes: pos as u64, bad: Some("offset out of sequence") }),
-            None => return Ok(Scan { next_offset: expected, valid_bytes: pos as u64, bad: Some("torn or corrupt record") }),
+            Some(_) => {
+                return Ok(Scan {
+                    next_offset: expected,
+                    valid_bytes: pos as u64,
+                    bad: Some("offset out of sequence"),
+                })
+            }
+            None => {
+                return Ok(Scan {
+                    next_offset: expected,
+                    valid_bytes: pos as u64,
+                    bad: Some("torn or corrupt record"),
+                })
+            }
         }
     }
 }
@@ -301,7 +370,9 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
         if let Ok(first) = stem.parse::<u64>() {
             segments.push((first, entry.path()));
         }
@@ -312,7 +383,12 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 
 fn create_segment(dir: &Path, first: u64) -> Result<PathBuf, WalError> {
     let path = dir.join(format!("{first:020}.wal"));
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(io_err(&path))?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     f.write_all(MAGIC).map_err(io_err(&path))?;
     f.sync_all().map_err(io_err(&path))?;
     sync_dir(dir)?;
@@ -320,7 +396,9 @@ fn create_segment(dir: &Path, first: u64) -> Result<PathBuf, WalError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -120,7 +123,10 @@ fn reopen_continues_offsets_and_reads_from_offset() {
     assert_eq!(wal.append(b"x").unwrap(), 10);
     wal.sync().unwrap();
     let tail = read_from(dir.path(), 7).unwrap();
-    assert_eq!(tail.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [7, 8, 9, 10]);
+    assert_eq!(
+        tail.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [7, 8, 9, 10]
+    );
     assert_eq!(tail[0].1, vec![7u8; 40]);
     let before = wal.segment_count();
     let removed = wal.remove_segments_through(5).unwrap();
@@ -144,5 +150,8 @@ fn corruption_in_an_old_segment_is_refused_with_its_name() {
     data[n - 1] ^= 0xff;
     fs::write(&first, data).unwrap();
     let err = Wal::open(dir.path(), WalConfig { segment_bytes: 64 }).unwrap_err();
-    assert!(err.to_string().contains("00000000000000000000.wal"), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000000.wal"),
+        "{err}"
+    );
 }

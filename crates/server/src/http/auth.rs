@@ -21,7 +21,10 @@ pub fn authorize(keys: &[KeyConfig], headers: &HeaderMap, role: Role) -> Result<
     let secret = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(secret) = secret else {
@@ -30,14 +33,20 @@ pub fn authorize(keys: &[KeyConfig], headers: &HeaderMap, role: Role) -> Result<
             "missing API key: send `Authorization: Bearer <key>` or `X-Api-Key: <key>`",
         ));
     };
-    let Some(key) = keys.iter().find(|k| constant_time_eq(k.secret.as_bytes(), secret.as_bytes())) else {
+    let Some(key) = keys
+        .iter()
+        .find(|k| constant_time_eq(k.secret.as_bytes(), secret.as_bytes()))
+    else {
         return Err(ApiError::new(ErrorCode::WrongKey, "unknown API key"));
     };
     let allowed = key.role == Role::Admin || key.role == role;
     if !allowed {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            format!("API key `{}` has role `{:?}`; this needs `{:?}` or `Admin`", key.id, key.role, role),
+            format!(
+                "API key `{}` has role `{:?}`; this needs `{:?}` or `Admin`",
+                key.id, key.role, role
+            ),
         ));
     }
     Ok(Caller { id: key.id.clone() })
@@ -53,8 +62,16 @@ mod tests {
 
     fn keys() -> Vec<KeyConfig> {
         vec![
-            KeyConfig { id: "servers".into(), secret: "ingest-secret-0001".into(), role: Role::Ingest },
-            KeyConfig { id: "ops".into(), secret: "admin-secret-00001".into(), role: Role::Admin },
+            KeyConfig {
+                id: "servers".into(),
+                secret: "ingest-secret-0001".into(),
+                role: Role::Ingest,
+            },
+            KeyConfig {
+                id: "ops".into(),
+                secret: "admin-secret-00001".into(),
+                role: Role::Admin,
+            },
         ]
     }
 
@@ -69,13 +86,39 @@ mod tests {
     #[test]
     fn roles_and_missing_or_wrong_keys() {
         let k = keys();
-        assert_eq!(authorize(&k, &headers(&[]), Role::Ingest).unwrap_err().code, ErrorCode::MissingKey);
-        assert_eq!(authorize(&k, &headers(&[("x-api-key", "nope")]), Role::Ingest).unwrap_err().code, ErrorCode::WrongKey);
-        let ok = authorize(&k, &headers(&[("authorization", "Bearer ingest-secret-0001")]), Role::Ingest).unwrap();
+        assert_eq!(
+            authorize(&k, &headers(&[]), Role::Ingest).unwrap_err().code,
+            ErrorCode::MissingKey
+        );
+        assert_eq!(
+            authorize(&k, &headers(&[("x-api-key", "nope")]), Role::Ingest)
+                .unwrap_err()
+                .code,
+            ErrorCode::WrongKey
+        );
+        let ok = authorize(
+            &k,
+            &headers(&[("authorization", "Bearer ingest-secret-0001")]),
+            Role::Ingest,
+        )
+        .unwrap();
         assert_eq!(ok.id, "servers");
-        let denied = authorize(&k, &headers(&[("authorization", "Bearer ingest-secret-0001")]), Role::Query).unwrap_err();
+        let denied = authorize(
+            &k,
+            &headers(&[("authorization", "Bearer ingest-secret-0001")]),
+            Role::Query,
+        )
+        .unwrap_err();
         assert_eq!(denied.code, ErrorCode::Forbidden);
-        assert!(authorize(&k, &headers(&[("x-api-key", "admin-secret-00001")]), Role::Query).is_ok());
-        assert_eq!(authorize(&[], &headers(&[]), Role::Admin).unwrap().id, "local");
+        assert!(authorize(
+            &k,
+            &headers(&[("x-api-key", "admin-secret-00001")]),
+            Role::Query
+        )
+        .is_ok());
+        assert_eq!(
+            authorize(&[], &headers(&[]), Role::Admin).unwrap().id,
+            "local"
+        );
     }
 }

@@ -72,7 +72,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -84,7 +87,8 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.message, "code": self.code.as_str() });
         let mut resp = (self.code.status(), axum::Json(body)).into_response();
         if let Some(s) = self.code.retry_after_s() {
-            resp.headers_mut().insert("retry-after", HeaderValue::from(s));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(s));
         }
         resp
     }

@@ -20,15 +20,25 @@ use crate::pipeline::record;
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
-pub async fn post_logs(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn post_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let received = Instant::now();
     let caller = super::auth::authorize(&state.config.keys, &headers, Role::Ingest)?;
     if !state.ready() {
-        return Err(ApiError::new(ErrorCode::NotReady, "the server is still recovering its write-ahead log; retry shortly"));
+        return Err(ApiError::new(
+            ErrorCode::NotReady,
+            "the server is still recovering its write-ahead log; retry shortly",
+        ));
     }
     let pipeline = &state.pipeline;
     if pipeline.failed() {
-        return Err(ApiError::new(ErrorCode::Overloaded, "the write-ahead log failed; the server needs an operator"));
+        return Err(ApiError::new(
+            ErrorCode::Overloaded,
+            "the write-ahead log failed; the server needs an operator",
+        ));
     }
     if pipeline.overloaded() {
         return Err(ApiError::new(
@@ -37,12 +47,17 @@ pub async fn post_logs(State(state): State<AppState>, headers: HeaderMap, body: 
         ));
     }
     let limits = &state.config.ingest;
-    let raw = axum::body::to_bytes(body, limits.max_body_bytes).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body is over `ingest.max_body_bytes` = {} bytes: send smaller batches", limits.max_body_bytes),
-        )
-    })?;
+    let raw = axum::body::to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body is over `ingest.max_body_bytes` = {} bytes: send smaller batches",
+                    limits.max_body_bytes
+                ),
+            )
+        })?;
     let body = decompress(&headers, raw, limits.max_decompressed_bytes)?;
     let key = idempotency_key(&headers)?;
     if let Some(k) = &key {
@@ -50,17 +65,23 @@ pub async fn post_logs(State(state): State<AppState>, headers: HeaderMap, body: 
             Begin::New => {}
             Begin::Replay(answer) => {
                 let mut resp = Json(answer).into_response();
-                resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 return Ok(resp);
             }
             Begin::InFlight => {
-                return Err(ApiError::new(ErrorCode::InProgress, format!("a request with Idempotency-Key `{k}` is still being processed")))
+                return Err(ApiError::new(
+                    ErrorCode::InProgress,
+                    format!("a request with Idempotency-Key `{k}` is still being processed"),
+                ))
             }
         }
     }
     let result = make_durable(&state, &caller.id, key.as_deref(), &body).await;
     match (&result, &key) {
-        (Ok(answer), Some(k)) => pipeline.idempotency.finish(&caller.id, k, now_ms(), *answer),
+        (Ok(answer), Some(k)) => pipeline
+            .idempotency
+            .finish(&caller.id, k, now_ms(), *answer),
         (Err(_), Some(k)) => pipeline.idempotency.abort(&caller.id, k),
         _ => {}
     }
@@ -69,26 +90,44 @@ pub async fn post_logs(State(state): State<AppState>, headers: HeaderMap, body: 
     Ok(Json(answer).into_response())
 }
 
-async fn make_durable(state: &AppState, source: &str, key: Option<&str>, body: &[u8]) -> Result<Answer, ApiError> {
+async fn make_durable(
+    state: &AppState,
+    source: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<Answer, ApiError> {
     let pipeline = &state.pipeline;
     let ingest_time_us = chrono::Utc::now().timestamp_micros();
-    let meta = IngestMeta { ingest_time_us, source: source.to_string() };
+    let meta = IngestMeta {
+        ingest_time_us,
+        source: source.to_string(),
+    };
     let parsed = pipeline.parse(body, &meta);
-    let answer = Answer { accepted: parsed.accepted, dead_lettered: parsed.dead_lettered };
+    let answer = Answer {
+        accepted: parsed.accepted,
+        dead_lettered: parsed.dead_lettered,
+    };
     if parsed.lines() == 0 {
         return Ok(answer);
     }
     let dead_reasons = parsed.dead_reasons.clone();
     let payload = record::encode(ingest_time_us, source, key, body);
-    pipeline.submit(payload, parsed, body.len() as u64).await.map_err(|e| match e {
-        crate::pipeline::SubmitError::ShuttingDown => ApiError::new(ErrorCode::Overloaded, "the server is shutting down; retry on another instance or later"),
-        crate::pipeline::SubmitError::Wal(msg) => ApiError::new(ErrorCode::Internal, msg),
-    })?;
+    pipeline
+        .submit(payload, parsed, body.len() as u64)
+        .await
+        .map_err(|e| match e {
+            crate::pipeline::SubmitError::ShuttingDown => ApiError::new(
+                ErrorCode::Overloaded,
+                "the server is shutting down; retry on another instance or later",
+            ),
+            crate::pipeline::SubmitError::Wal(msg) => ApiError::new(ErrorCode::Internal, msg),
+        })?;
     let m = &pipeline.metrics;
     use std::sync::atomic::Ordering::Relaxed;
     m.ingest_bodies.fetch_add(1, Relaxed);
     m.ingest_bytes.fetch_add(body.len() as u64, Relaxed);
-    m.ingest_lines_accepted.fetch_add(answer.accepted as u64, Relaxed);
+    m.ingest_lines_accepted
+        .fetch_add(answer.accepted as u64, Relaxed);
     if !dead_reasons.is_empty() {
         let mut dead = m.ingest_lines_dead.lock().expect("metrics lock");
         for (reason, n) in dead_reasons {
@@ -99,10 +138,17 @@ async fn make_durable(state: &AppState, source: &str, key: Option<&str>, body: &
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let k = v
         .to_str()
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "`Idempotency-Key` must be visible ASCII"))?
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                "`Idempotency-Key` must be visible ASCII",
+            )
+        })?
         .trim();
     if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_BYTES {
         return Err(ApiError::new(
@@ -115,7 +161,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// The body as lines: `Content-Encoding` `gzip` or `zstd` is undone within `limit` bytes.
 fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, ApiError> {
-    let encoding = headers.get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let encoding = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -128,7 +179,12 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Ap
             .by_ref()
             .take(limit as u64 + 1)
             .read_to_end(&mut out)
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("body is not valid {what}: {e}")))?;
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("body is not valid {what}: {e}"),
+                )
+            })?;
         if n > limit {
             return Err(too_large());
         }
@@ -141,10 +197,17 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Ap
             }
             Ok(raw)
         }
-        "gzip" | "x-gzip" => read_limited(Box::new(flate2::read::MultiGzDecoder::new(&raw[..])), "gzip"),
+        "gzip" | "x-gzip" => read_limited(
+            Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
+            "gzip",
+        ),
         "zstd" => {
-            let decoder = zstd::stream::read::Decoder::new(&raw[..])
-                .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("body is not valid zstd: {e}")))?;
+            let decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("body is not valid zstd: {e}"),
+                )
+            })?;
             read_limited(Box::new(decoder), "zstd")
         }
         other => Err(ApiError::new(

@@ -45,7 +45,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(dashboard))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         // Ingest reads its body with its own limit and a message that names it.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
@@ -63,7 +66,10 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         _ => "other",
     };
     let resp = next.run(req).await;
-    state.pipeline.metrics.count_request(route, resp.status().as_u16());
+    state
+        .pipeline
+        .metrics
+        .count_request(route, resp.status().as_u16());
     resp
 }
 
@@ -71,13 +77,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready() && !state.pipeline.failed() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: recovering the write-ahead log\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: recovering the write-ahead log\n",
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.pipeline.metrics.render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -13,7 +13,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gamelake_lake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use gamelake_lake::arrow::datatypes::{DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
+use gamelake_lake::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef,
+    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
 use gamelake_lake::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,37 +30,62 @@ pub struct QueryRequest {
     sql: String,
 }
 
-pub async fn post_query(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn post_query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     super::auth::authorize(&state.config.keys, &headers, Role::Query)?;
-    let req: QueryRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("body must be JSON `{{\"sql\": \"...\"}}`: {e}")))?;
+    let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("body must be JSON `{{\"sql\": \"...\"}}`: {e}"),
+        )
+    })?;
     let started = Instant::now();
     let metrics = &state.pipeline.metrics;
-    metrics.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let result = state.query.sql(&req.sql).await;
     metrics.query_latency.observe(started.elapsed());
     let (schema, batches) = result.map_err(|e| {
-        metrics.query_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .query_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ApiError::new(ErrorCode::BadQuery, format!("{e}"))
     })?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     encode(accept, &schema, &batches)
 }
 
 /// Encodes a result in the format `accept` asks for.
-pub fn encode(accept: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Response, ApiError> {
-    let internal = |e: gamelake_lake::arrow::error::ArrowError| ApiError::new(ErrorCode::Internal, format!("encoding the result: {e}"));
+pub fn encode(
+    accept: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Response, ApiError> {
+    let internal = |e: gamelake_lake::arrow::error::ArrowError| {
+        ApiError::new(ErrorCode::Internal, format!("encoding the result: {e}"))
+    };
     let with_type = |body: Vec<u8>, ct: &'static str| {
         let mut r = body.into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         r
     };
     if accept.contains("text/csv") {
         let mut out = Vec::new();
         {
-            let mut w = gamelake_lake::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = gamelake_lake::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             if batches.is_empty() {
-                w.write(&RecordBatch::new_empty(schema.clone())).map_err(internal)?;
+                w.write(&RecordBatch::new_empty(schema.clone()))
+                    .map_err(internal)?;
             }
             for b in batches {
                 w.write(b).map_err(internal)?;
@@ -68,7 +96,8 @@ pub fn encode(accept: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Resu
     if accept.contains("application/vnd.apache.arrow.stream") {
         let mut out = Vec::new();
         {
-            let mut w = gamelake_lake::arrow::ipc::writer::StreamWriter::try_new(&mut out, schema).map_err(internal)?;
+            let mut w = gamelake_lake::arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)
+                .map_err(internal)?;
             for b in batches {
                 w.write(b).map_err(internal)?;
             }
@@ -78,19 +107,14 @@ pub fn encode(accept: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Resu
     }
     if accept.contains("application/x-ndjson") {
         let mut out = Vec::new();
-        for b in batches {
-            let cols = json_columns(b).map_err(internal)?;
-            for row in 0..b.num_rows() {
-                let obj: serde_json::Map<String, Value> =
-                    schema.fields().iter().zip(&cols).map(|(f, c)| (f.name().clone(), c[row].clone())).collect();
-                serde_json::to_writer(&mut out, &obj).expect("JSON values serialize");
-                out.push(b'\n');
-            }
-        }
+        write_ndjson(&mut out, schema, batches).map_err(internal)?;
         return Ok(with_type(out, "application/x-ndjson"));
     }
-    let columns: Vec<Value> =
-        schema.fields().iter().map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})).collect();
+    let columns: Vec<Value> = schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
     let mut rows = Vec::new();
     for b in batches {
         let cols = json_columns(b).map_err(internal)?;
@@ -101,15 +125,48 @@ pub fn encode(accept: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Resu
     Ok(Json(serde_json::json!({ "columns": columns, "rows": rows })).into_response())
 }
 
+/// Writes one JSON object per row, keys in column order.
+pub fn write_ndjson(
+    out: &mut Vec<u8>,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(), gamelake_lake::arrow::error::ArrowError> {
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| Value::from(f.name().as_str()).to_string())
+        .collect();
+    for b in batches {
+        let cols = json_columns(b)?;
+        for row in 0..b.num_rows() {
+            out.push(b'{');
+            for (i, (name, col)) in names.iter().zip(&cols).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(col[row].to_string().as_bytes());
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+    Ok(())
+}
+
 /// Each column of a batch as JSON values.
-pub fn json_columns(batch: &RecordBatch) -> Result<Vec<Vec<Value>>, gamelake_lake::arrow::error::ArrowError> {
+pub fn json_columns(
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<Value>>, gamelake_lake::arrow::error::ArrowError> {
     batch.columns().iter().map(json_column).collect()
 }
 
 fn json_column(array: &ArrayRef) -> Result<Vec<Value>, gamelake_lake::arrow::error::ArrowError> {
     let n = array.len();
     let nullable = |f: &dyn Fn(usize) -> Value| -> Vec<Value> {
-        (0..n).map(|i| if array.is_null(i) { Value::Null } else { f(i) }).collect()
+        (0..n)
+            .map(|i| if array.is_null(i) { Value::Null } else { f(i) })
+            .collect()
     };
     macro_rules! ints {
         ($t:ty) => {{
@@ -120,7 +177,9 @@ fn json_column(array: &ArrayRef) -> Result<Vec<Value>, gamelake_lake::arrow::err
     macro_rules! floats {
         ($t:ty) => {{
             let a = array.as_primitive::<$t>();
-            nullable(&|i| serde_json::Number::from_f64(a.value(i) as f64).map_or(Value::Null, Value::Number))
+            nullable(&|i| {
+                serde_json::Number::from_f64(a.value(i) as f64).map_or(Value::Null, Value::Number)
+            })
         }};
     }
     Ok(match array.data_type() {
@@ -165,7 +224,10 @@ fn binary_text(bytes: &[u8]) -> String {
     }
 }
 
-pub async fn get_tables(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get_tables(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     super::auth::authorize(&state.config.keys, &headers, Role::Query)?;
     let infos = crate::tables::describe_all(&state.lake)
         .await

@@ -48,13 +48,18 @@ fn scoped(source: &str, key: &str) -> String {
 
 impl IdempotencyStore {
     pub fn new(window_s: u64) -> Self {
-        Self { window_ms: window_s as i64 * 1000, entries: Mutex::new(HashMap::new()) }
+        Self {
+            window_ms: window_s as i64 * 1000,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn begin(&self, source: &str, key: &str, now_ms: i64) -> Begin {
         let mut map = self.entries.lock().expect("idempotency lock");
         match map.get(&scoped(source, key)) {
-            Some(Entry::Done { at_ms, answer }) if now_ms - at_ms <= self.window_ms => Begin::Replay(*answer),
+            Some(Entry::Done { at_ms, answer }) if now_ms - at_ms <= self.window_ms => {
+                Begin::Replay(*answer)
+            }
             // A request stuck for longer than a minute is taken as lost.
             Some(Entry::InFlight { since_ms }) if now_ms - since_ms < 60_000 => Begin::InFlight,
             _ => {
@@ -68,13 +73,19 @@ impl IdempotencyStore {
         let mut map = self.entries.lock().expect("idempotency lock");
         if map.len() > 100_000 {
             let window = self.window_ms;
-            map.retain(|_, e| matches!(e, Entry::Done { at_ms: t, .. } if at_ms - *t <= window) || matches!(e, Entry::InFlight { .. }));
+            map.retain(|_, e| {
+                matches!(e, Entry::Done { at_ms: t, .. } if at_ms - *t <= window)
+                    || matches!(e, Entry::InFlight { .. })
+            });
         }
         map.insert(scoped(source, key), Entry::Done { at_ms, answer });
     }
 
     pub fn abort(&self, source: &str, key: &str) {
-        self.entries.lock().expect("idempotency lock").remove(&scoped(source, key));
+        self.entries
+            .lock()
+            .expect("idempotency lock")
+            .remove(&scoped(source, key));
     }
 
     /// Writes the answered keys still inside the window to `path` (write, fsync, rename).
@@ -104,7 +115,8 @@ impl IdempotencyStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let saved: HashMap<String, Entry> = serde_json::from_slice(&data).map_err(std::io::Error::other)?;
+        let saved: HashMap<String, Entry> =
+            serde_json::from_slice(&data).map_err(std::io::Error::other)?;
         let n = saved.len();
         self.entries.lock().expect("idempotency lock").extend(saved);
         Ok(n)
@@ -118,12 +130,19 @@ mod tests {
     #[test]
     fn replays_within_the_window_only() {
         let s = IdempotencyStore::new(10);
-        let a = Answer { accepted: 3, dead_lettered: 1 };
+        let a = Answer {
+            accepted: 3,
+            dead_lettered: 1,
+        };
         assert_eq!(s.begin("src", "k", 0), Begin::New);
         assert_eq!(s.begin("src", "k", 1), Begin::InFlight);
         s.finish("src", "k", 2, a);
         assert_eq!(s.begin("src", "k", 5_000), Begin::Replay(a));
-        assert_eq!(s.begin("other", "k", 5_000), Begin::New, "keys are scoped by source");
+        assert_eq!(
+            s.begin("other", "k", 5_000),
+            Begin::New,
+            "keys are scoped by source"
+        );
         assert_eq!(s.begin("src", "k", 20_000), Begin::New, "window passed");
     }
 
@@ -133,10 +152,24 @@ mod tests {
         let path = dir.path().join("idempotency.json");
         let s = IdempotencyStore::new(10);
         s.begin("src", "k", 0);
-        s.finish("src", "k", 0, Answer { accepted: 1, dead_lettered: 0 });
+        s.finish(
+            "src",
+            "k",
+            0,
+            Answer {
+                accepted: 1,
+                dead_lettered: 0,
+            },
+        );
         s.save(&path, 1).unwrap();
         let t = IdempotencyStore::new(10);
         assert_eq!(t.load(&path).unwrap(), 1);
-        assert_eq!(t.begin("src", "k", 2), Begin::Replay(Answer { accepted: 1, dead_lettered: 0 }));
+        assert_eq!(
+            t.begin("src", "k", 2),
+            Begin::Replay(Answer {
+                accepted: 1,
+                dead_lettered: 0
+            })
+        );
     }
 }

@@ -21,7 +21,12 @@ const VERSION: u8 = 1;
 
 /// Encodes a record. `source` and `idempotency_key` are truncated to 65 535 bytes (the HTTP
 /// layer limits keys to far less).
-pub fn encode(ingest_time_us: i64, source: &str, idempotency_key: Option<&str>, body: &[u8]) -> Vec<u8> {
+pub fn encode(
+    ingest_time_us: i64,
+    source: &str,
+    idempotency_key: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
     let source = &source.as_bytes()[..source.len().min(u16::MAX as usize)];
     let key = idempotency_key.map_or(&[][..], |k| &k.as_bytes()[..k.len().min(u16::MAX as usize)]);
     let mut out = Vec::with_capacity(13 + source.len() + key.len() + body.len());
@@ -47,7 +52,9 @@ pub fn decode(payload: &[u8]) -> Result<BodyRecord<'_>, &'static str> {
     let take = |pos: &mut usize| -> Result<&[u8], &'static str> {
         let len = payload.get(*pos..*pos + 2).ok_or("short record")?;
         let len = u16::from_le_bytes(len.try_into().expect("2 bytes")) as usize;
-        let s = payload.get(*pos + 2..*pos + 2 + len).ok_or("short record")?;
+        let s = payload
+            .get(*pos + 2..*pos + 2 + len)
+            .ok_or("short record")?;
         *pos += 2 + len;
         Ok(s)
     };
@@ -69,7 +76,15 @@ mod tests {
     fn round_trip() {
         let p = encode(42, "servers", Some("k-1"), b"a\nb\xff");
         let r = decode(&p).unwrap();
-        assert_eq!(r, BodyRecord { ingest_time_us: 42, source: "servers", idempotency_key: Some("k-1"), body: b"a\nb\xff" });
+        assert_eq!(
+            r,
+            BodyRecord {
+                ingest_time_us: 42,
+                source: "servers",
+                idempotency_key: Some("k-1"),
+                body: b"a\nb\xff"
+            }
+        );
         let p = encode(-1, "", None, b"");
         assert_eq!(decode(&p).unwrap().idempotency_key, None);
         assert!(decode(&p[..5]).is_err());

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use gamelake_parse::ParsedBody;
@@ -26,6 +26,9 @@ pub enum WalMsg {
     Trim(u64),
 }
 
+/// A body appended to the log, waiting for the group's fsync: (offset, parsed, bytes, reply).
+type Appended = (u64, ParsedBody, u64, oneshot::Sender<Result<u64, String>>);
+
 /// Bodies gathered into one fsync at most.
 const MAX_GROUP_MESSAGES: usize = 4096;
 const MAX_GROUP_BYTES: usize = 64 << 20;
@@ -42,7 +45,7 @@ impl Sequencer {
     /// Runs until every sender of `rx` is gone. Returns an error text if the log failed; the
     /// bodies of the failed group were answered with an error and are not durable.
     pub fn run(mut self, rx: Receiver<WalMsg>) -> Result<(), String> {
-        let mut group: Vec<(u64, ParsedBody, u64, oneshot::Sender<Result<u64, String>>)> = Vec::new();
+        let mut group: Vec<Appended> = Vec::new();
         loop {
             let first = match rx.recv() {
                 Ok(m) => m,
@@ -52,7 +55,12 @@ impl Sequencer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    WalMsg::Append { payload, parsed, bytes: body_bytes, reply } => {
+                    WalMsg::Append {
+                        payload,
+                        parsed,
+                        bytes: body_bytes,
+                        reply,
+                    } => {
                         bytes += payload.len();
                         match self.wal.append(&payload) {
                             Ok(offset) => group.push((offset, parsed, body_bytes, reply)),
@@ -66,10 +74,7 @@ impl Sequencer {
                 if group.len() >= MAX_GROUP_MESSAGES || bytes >= MAX_GROUP_BYTES {
                     break;
                 }
-                next = match rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                };
+                next = rx.try_recv().ok();
             }
             if group.is_empty() {
                 continue;
@@ -83,10 +88,16 @@ impl Sequencer {
                 return Err(text);
             }
             self.metrics.wal_syncs.fetch_add(1, Ordering::Relaxed);
-            self.metrics.wal_next_offset.store(self.wal.next_offset(), Ordering::Relaxed);
+            self.metrics
+                .wal_next_offset
+                .store(self.wal.next_offset(), Ordering::Relaxed);
             for (offset, parsed, body_bytes, reply) in group.drain(..) {
                 // Dispatch first: the dispatcher must see offsets in order, answered or not.
-                let _ = self.dispatch.send(Dispatch { offset, parsed, bytes: body_bytes });
+                let _ = self.dispatch.send(Dispatch {
+                    offset,
+                    parsed,
+                    bytes: body_bytes,
+                });
                 let _ = reply.send(Ok(offset));
             }
         }
@@ -103,7 +114,11 @@ impl Sequencer {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot trim write-ahead log"),
         }
-        self.metrics.wal_bytes.store(self.wal.disk_bytes(), Ordering::Relaxed);
-        self.metrics.wal_segments.store(self.wal.segment_count() as u64, Ordering::Relaxed);
+        self.metrics
+            .wal_bytes
+            .store(self.wal.disk_bytes(), Ordering::Relaxed);
+        self.metrics
+            .wal_segments
+            .store(self.wal.segment_count() as u64, Ordering::Relaxed);
     }
 }

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use gamelake_common::{COL_EVENT_DATE, COL_INGEST_DATE, SCHEMA_BRONZE, SCHEMA_SILVER, TABLE_DEAD_LETTERS, TABLE_RAW_LOGS};
+use gamelake_common::{
+    COL_EVENT_DATE, COL_INGEST_DATE, SCHEMA_BRONZE, SCHEMA_SILVER, TABLE_DEAD_LETTERS,
+    TABLE_RAW_LOGS,
+};
 use gamelake_lake::{DeltaSink, Lake, TableId, TableSink};
 use gamelake_parse::{BodyParser, IngestMeta, ParseConfig, ParsedBody, SchemaHints};
 use gamelake_wal::{Wal, WalConfig};
@@ -59,7 +62,9 @@ impl PipelineTask {
     /// Waits until every durable body is committed to its tables.
     pub async fn join(self) -> anyhow::Result<()> {
         self.trimmer.abort();
-        let seq = tokio::task::spawn_blocking(move || self.sequencer.join()).await.context("joining the sequencer")?;
+        let seq = tokio::task::spawn_blocking(move || self.sequencer.join())
+            .await
+            .context("joining the sequencer")?;
         self.dispatcher.await.context("joining the table writers")?;
         match seq {
             Ok(Ok(())) => Ok(()),
@@ -81,7 +86,10 @@ impl Pipeline {
             let mut slot = cell.borrow_mut();
             let parser = match slot.as_mut() {
                 Some(p) if p.config().time_zone == self.parse_config.time_zone => p,
-                _ => slot.insert(BodyParser::new(self.parse_config.clone()).expect("time zone validated with the config")),
+                _ => slot.insert(
+                    BodyParser::new(self.parse_config.clone())
+                        .expect("time zone validated with the config"),
+                ),
             };
             parser.parse_body(body, meta, &hints)
         })
@@ -101,26 +109,49 @@ impl Pipeline {
     }
 
     /// Makes a parsed body durable; returns its WAL offset once fsync'ed.
-    pub async fn submit(&self, payload: Vec<u8>, parsed: ParsedBody, bytes: u64) -> Result<u64, SubmitError> {
+    pub async fn submit(
+        &self,
+        payload: Vec<u8>,
+        parsed: ParsedBody,
+        bytes: u64,
+    ) -> Result<u64, SubmitError> {
         let (reply, answer) = oneshot::channel();
         {
             let guard = self.tx.read().expect("sender lock");
-            let Some(tx) = guard.as_ref() else { return Err(SubmitError::ShuttingDown) };
-            self.metrics.uncommitted_bytes.fetch_add(bytes, Ordering::Relaxed);
-            if tx.send(WalMsg::Append { payload, parsed, bytes, reply }).is_err() {
-                self.metrics.uncommitted_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            let Some(tx) = guard.as_ref() else {
+                return Err(SubmitError::ShuttingDown);
+            };
+            self.metrics
+                .uncommitted_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+            if tx
+                .send(WalMsg::Append {
+                    payload,
+                    parsed,
+                    bytes,
+                    reply,
+                })
+                .is_err()
+            {
+                self.metrics
+                    .uncommitted_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed);
                 return Err(SubmitError::ShuttingDown);
             }
         }
         match answer.await {
             Ok(Ok(offset)) => Ok(offset),
             Ok(Err(e)) => {
-                self.metrics.uncommitted_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.metrics
+                    .uncommitted_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed);
                 self.failed.store(true, Ordering::Relaxed);
                 Err(SubmitError::Wal(e))
             }
             Err(_) => {
-                self.metrics.uncommitted_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.metrics
+                    .uncommitted_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed);
                 Err(SubmitError::ShuttingDown)
             }
         }
@@ -133,37 +164,61 @@ impl Pipeline {
 
     /// Watermark and per-table offsets, for `system` views and tests.
     pub fn committed_watermark(&self) -> Option<u64> {
-        self.shared.tracker.lock().expect("tracker lock").watermark()
+        self.shared
+            .tracker
+            .lock()
+            .expect("tracker lock")
+            .watermark()
     }
 }
 
 /// Opens the WAL and the tables, replays what the tables miss, and starts the threads.
-pub async fn start(cfg: &Config, lake: Lake, metrics: Arc<Metrics>) -> anyhow::Result<(Arc<Pipeline>, PipelineTask, RecoveryReport)> {
+pub async fn start(
+    cfg: &Config,
+    lake: Lake,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<Pipeline>, PipelineTask, RecoveryReport)> {
     let wal_dir = cfg.wal_dir.clone();
-    let wal_cfg = WalConfig { segment_bytes: cfg.wal.segment_bytes };
+    let wal_cfg = WalConfig {
+        segment_bytes: cfg.wal.segment_bytes,
+    };
     let (wal, recovery) = tokio::task::spawn_blocking({
         let dir = wal_dir.clone();
         move || Wal::open(&dir, wal_cfg)
     })
     .await?
     .with_context(|| format!("opening the write-ahead log in `{}`", wal_dir.display()))?;
-    let mut report = RecoveryReport { torn_bytes_truncated: recovery.truncated_bytes, ..Default::default() };
+    let mut report = RecoveryReport {
+        torn_bytes_truncated: recovery.truncated_bytes,
+        ..Default::default()
+    };
 
     let idempotency = Arc::new(IdempotencyStore::new(cfg.ingest.idempotency_window_s));
     let idempotency_path = wal_dir.join("idempotency.json");
-    idempotency.load(&idempotency_path).with_context(|| format!("reading `{}`", idempotency_path.display()))?;
+    idempotency
+        .load(&idempotency_path)
+        .with_context(|| format!("reading `{}`", idempotency_path.display()))?;
 
     // Open every existing table: their committed offsets decide what replay must re-add.
     let mut sinks: HashMap<TableId, DeltaSink> = HashMap::new();
-    let mut ids = vec![TableId::new(SCHEMA_BRONZE, TABLE_RAW_LOGS), TableId::new(SCHEMA_BRONZE, TABLE_DEAD_LETTERS)];
+    let mut ids = vec![
+        TableId::new(SCHEMA_BRONZE, TABLE_RAW_LOGS),
+        TableId::new(SCHEMA_BRONZE, TABLE_DEAD_LETTERS),
+    ];
     for name in lake.list_tables(SCHEMA_SILVER).await? {
         ids.push(TableId::new(SCHEMA_SILVER, name));
     }
     let mut committed_at_start = HashMap::new();
     let mut hints = SchemaHints::new();
     for id in ids {
-        let partition = if id.schema == SCHEMA_BRONZE { COL_INGEST_DATE } else { COL_EVENT_DATE };
-        let sink = DeltaSink::open(&lake, id.clone(), partition).await.with_context(|| format!("opening table `{id}`"))?;
+        let partition = if id.schema == SCHEMA_BRONZE {
+            COL_INGEST_DATE
+        } else {
+            COL_EVENT_DATE
+        };
+        let sink = DeltaSink::open(&lake, id.clone(), partition)
+            .await
+            .with_context(|| format!("opening table `{id}`"))?;
         if let Some(offset) = sink.committed_offset() {
             committed_at_start.insert(id.clone(), offset);
         }
@@ -176,7 +231,13 @@ pub async fn start(cfg: &Config, lake: Lake, metrics: Arc<Metrics>) -> anyhow::R
         }
     }
     for (id, offset) in &committed_at_start {
-        metrics.commits.lock().expect("metrics lock").entry(id.to_string()).or_default().committed_offset = Some(*offset);
+        metrics
+            .commits
+            .lock()
+            .expect("metrics lock")
+            .entry(id.to_string())
+            .or_default()
+            .committed_offset = Some(*offset);
     }
 
     let shared = Arc::new(TablesShared {
@@ -205,38 +266,76 @@ pub async fn start(cfg: &Config, lake: Lake, metrics: Arc<Metrics>) -> anyhow::R
     if recovery.first_offset.is_some() {
         report.wal_records_replayed = replay(&pipeline, &wal_dir, &dispatch_tx).await?;
     }
-    metrics.wal_next_offset.store(wal.next_offset(), Ordering::Relaxed);
+    metrics
+        .wal_next_offset
+        .store(wal.next_offset(), Ordering::Relaxed);
     metrics.wal_bytes.store(wal.disk_bytes(), Ordering::Relaxed);
-    metrics.wal_segments.store(wal.segment_count() as u64, Ordering::Relaxed);
+    metrics
+        .wal_segments
+        .store(wal.segment_count() as u64, Ordering::Relaxed);
 
     let (tx, rx) = std::sync::mpsc::channel::<WalMsg>();
-    let sequencer = Sequencer { wal, dispatch: dispatch_tx, metrics: metrics.clone(), idempotency, idempotency_path };
+    let sequencer = Sequencer {
+        wal,
+        dispatch: dispatch_tx,
+        metrics: metrics.clone(),
+        idempotency,
+        idempotency_path,
+    };
     let sequencer = std::thread::Builder::new()
         .name("gamelake-wal".into())
         .spawn(move || sequencer.run(rx))
         .context("starting the write-ahead log thread")?;
     let trimmer = tokio::spawn(trim_loop(shared.clone(), tx.clone()));
     *pipeline.tx.write().expect("sender lock") = Some(tx);
-    Ok((pipeline, PipelineTask { sequencer, dispatcher: dispatcher_task, trimmer }, report))
+    Ok((
+        pipeline,
+        PipelineTask {
+            sequencer,
+            dispatcher: dispatcher_task,
+            trimmer,
+        },
+        report,
+    ))
 }
 
-async fn replay(pipeline: &Arc<Pipeline>, wal_dir: &Path, dispatch: &mpsc::UnboundedSender<Dispatch>) -> anyhow::Result<u64> {
+async fn replay(
+    pipeline: &Arc<Pipeline>,
+    wal_dir: &Path,
+    dispatch: &mpsc::UnboundedSender<Dispatch>,
+) -> anyhow::Result<u64> {
     let pipeline = pipeline.clone();
     let dispatch = dispatch.clone();
     let dir = wal_dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut n = 0u64;
         gamelake_wal::replay_from(&dir, 0, |offset, payload| -> anyhow::Result<()> {
-            let rec = record::decode(payload).map_err(|e| anyhow::anyhow!("write-ahead log record {offset}: {e}"))?;
-            let meta = IngestMeta { ingest_time_us: rec.ingest_time_us, source: rec.source.to_string() };
+            let rec = record::decode(payload)
+                .map_err(|e| anyhow::anyhow!("write-ahead log record {offset}: {e}"))?;
+            let meta = IngestMeta {
+                ingest_time_us: rec.ingest_time_us,
+                source: rec.source.to_string(),
+            };
             let parsed = pipeline.parse(rec.body, &meta);
             if let Some(key) = rec.idempotency_key {
-                let answer = Answer { accepted: parsed.accepted, dead_lettered: parsed.dead_lettered };
-                pipeline.idempotency.finish(rec.source, key, rec.ingest_time_us / 1000, answer);
+                let answer = Answer {
+                    accepted: parsed.accepted,
+                    dead_lettered: parsed.dead_lettered,
+                };
+                pipeline
+                    .idempotency
+                    .finish(rec.source, key, rec.ingest_time_us / 1000, answer);
             }
             let bytes = rec.body.len() as u64;
-            pipeline.metrics.uncommitted_bytes.fetch_add(bytes, Ordering::Relaxed);
-            let _ = dispatch.send(Dispatch { offset, parsed, bytes });
+            pipeline
+                .metrics
+                .uncommitted_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+            let _ = dispatch.send(Dispatch {
+                offset,
+                parsed,
+                bytes,
+            });
             n += 1;
             Ok(())
         })
@@ -252,9 +351,9 @@ async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let w = shared.tracker.lock().expect("tracker lock").watermark();
-        if w.is_some() && w != last {
+        if let Some(through) = w.filter(|_| w != last) {
             last = w;
-            if tx.send(WalMsg::Trim(w.expect("checked"))).is_err() {
+            if tx.send(WalMsg::Trim(through)).is_err() {
                 return;
             }
         }

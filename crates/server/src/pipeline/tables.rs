@@ -6,7 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use gamelake_common::{table_name_for_code, COL_EVENT_DATE, COL_INGEST_DATE, SCHEMA_BRONZE, SCHEMA_SILVER, TABLE_DEAD_LETTERS, TABLE_RAW_LOGS};
+use gamelake_common::{
+    table_name_for_code, COL_EVENT_DATE, COL_INGEST_DATE, SCHEMA_BRONZE, SCHEMA_SILVER,
+    TABLE_DEAD_LETTERS, TABLE_RAW_LOGS,
+};
 use gamelake_lake::arrow::array::RecordBatch;
 use gamelake_lake::arrow::datatypes::Schema;
 use gamelake_lake::{DeltaSink, Lake, TableId, TableSink};
@@ -99,7 +102,12 @@ pub async fn dispatcher(
 ) {
     let mut writers: HashMap<TableId, mpsc::UnboundedSender<(u64, RecordBatch)>> = HashMap::new();
     let mut tasks = JoinSet::new();
-    while let Some(Dispatch { offset, parsed, bytes }) = rx.recv().await {
+    while let Some(Dispatch {
+        offset,
+        parsed,
+        bytes,
+    }) = rx.recv().await
+    {
         let mut batches: Vec<(TableId, RecordBatch)> = Vec::with_capacity(parsed.silver.len() + 2);
         if let Some(b) = parsed.raw_logs {
             batches.push((TableId::new(SCHEMA_BRONZE, TABLE_RAW_LOGS), b));
@@ -108,7 +116,11 @@ pub async fn dispatcher(
             batches.push((TableId::new(SCHEMA_BRONZE, TABLE_DEAD_LETTERS), b));
         }
         {
-            let mut rows = shared.metrics.ingest_rows_by_table.lock().expect("metrics lock");
+            let mut rows = shared
+                .metrics
+                .ingest_rows_by_table
+                .lock()
+                .expect("metrics lock");
             for (name, b) in &parsed.silver {
                 *rows.entry(name.clone()).or_default() += b.num_rows() as u64;
             }
@@ -120,12 +132,20 @@ pub async fn dispatcher(
             let mut tracker = shared.tracker.lock().expect("tracker lock");
             tracker.bodies.push_back((offset, bytes));
             tracker.last_dispatched = Some(offset);
-            batches.retain(|(id, _)| shared.committed_at_start.get(id).is_none_or(|c| *c < offset));
+            batches.retain(|(id, _)| {
+                shared
+                    .committed_at_start
+                    .get(id)
+                    .is_none_or(|c| *c < offset)
+            });
             for (id, _) in &batches {
                 tracker.dispatched(id, offset);
             }
             let released = tracker.release();
-            shared.metrics.uncommitted_bytes.fetch_sub(released, Ordering::Relaxed);
+            shared
+                .metrics
+                .uncommitted_bytes
+                .fetch_sub(released, Ordering::Relaxed);
         }
         for (id, batch) in batches {
             let tx = writers.entry(id.clone()).or_insert_with(|| {
@@ -209,7 +229,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Commits until it succeeds: the rows are durable in the WAL, so a failing store only delays
 /// them (and, through the backpressure budget, slows ingest).
-async fn commit(shared: &TablesShared, sink: &mut DeltaSink, batches: Vec<RecordBatch>, through: u64) {
+async fn commit(
+    shared: &TablesShared,
+    sink: &mut DeltaSink,
+    batches: Vec<RecordBatch>,
+    through: u64,
+) {
     let id = sink.id().clone();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -229,10 +254,19 @@ async fn commit(shared: &TablesShared, sink: &mut DeltaSink, batches: Vec<Record
                 return;
             }
             Err(e) => {
-                shared.metrics.commits.lock().expect("metrics lock").entry(id.to_string()).or_default().errors += 1;
+                shared
+                    .metrics
+                    .commits
+                    .lock()
+                    .expect("metrics lock")
+                    .entry(id.to_string())
+                    .or_default()
+                    .errors += 1;
                 tracing::error!(table = %id, error = %e, through, "commit failed; retrying");
                 // The commit may have landed before the error surfaced: reload and look.
-                if let Ok(reloaded) = DeltaSink::open(&shared.lake, id.clone(), partition_column(&id)).await {
+                if let Ok(reloaded) =
+                    DeltaSink::open(&shared.lake, id.clone(), partition_column(&id)).await
+                {
                     let landed = reloaded.committed_offset().is_some_and(|c| c >= through);
                     *sink = reloaded;
                     if landed {
@@ -250,7 +284,14 @@ async fn commit(shared: &TablesShared, sink: &mut DeltaSink, batches: Vec<Record
 /// Book-keeping after a table committed through `through`: parse hints, watermark, budget.
 fn committed(shared: &TablesShared, sink: &DeltaSink, through: u64) {
     let id = sink.id();
-    shared.metrics.commits.lock().expect("metrics lock").entry(id.to_string()).or_default().committed_offset = Some(through);
+    shared
+        .metrics
+        .commits
+        .lock()
+        .expect("metrics lock")
+        .entry(id.to_string())
+        .or_default()
+        .committed_offset = Some(through);
     if id.schema == SCHEMA_SILVER {
         if let Some(schema) = sink.schema() {
             let fresh = hints_of(&schema);
@@ -265,9 +306,15 @@ fn committed(shared: &TablesShared, sink: &DeltaSink, through: u64) {
     let mut tracker = shared.tracker.lock().expect("tracker lock");
     tracker.committed(id, through);
     let released = tracker.release();
-    shared.metrics.uncommitted_bytes.fetch_sub(released, Ordering::Relaxed);
+    shared
+        .metrics
+        .uncommitted_bytes
+        .fetch_sub(released, Ordering::Relaxed);
     if let Some(w) = tracker.watermark() {
-        shared.metrics.wal_committed_offset.store(w, Ordering::Relaxed);
+        shared
+            .metrics
+            .wal_committed_offset
+            .store(w, Ordering::Relaxed);
     }
 }
 

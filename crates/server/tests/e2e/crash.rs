@@ -9,13 +9,26 @@ use serde_json::Value;
 use crate::util::{gamelake, one, Server};
 
 async fn stored_log_ids(s: &Server) -> Vec<String> {
-    let tables: Value = s.client.get(format!("{}/v1/tables", s.url)).send().await.unwrap().json().await.unwrap();
+    let tables: Value = s
+        .client
+        .get(format!("{}/v1/tables", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for t in tables["tables"].as_array().unwrap() {
         if t["schema"] != "silver" {
             continue;
         }
-        let rows = s.query(&format!("SELECT log_id FROM silver.{}", t["name"].as_str().unwrap())).await;
+        let rows = s
+            .query(&format!(
+                "SELECT log_id FROM silver.{}",
+                t["name"].as_str().unwrap()
+            ))
+            .await;
         ids.extend(rows.into_iter().map(|r| r[0].as_str().unwrap().to_string()));
     }
     ids
@@ -34,7 +47,11 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
         duration: Duration::from_secs(5),
         concurrency,
         batch,
-        generator: gamelake_loadgen::GenConfig { seed: 42, format: gamelake_loadgen::Format::Ndjson, ..Default::default() },
+        generator: gamelake_loadgen::GenConfig {
+            seed: 42,
+            format: gamelake_loadgen::Format::Ndjson,
+            ..Default::default()
+        },
         compression: gamelake_loadgen::sender::Compression::None,
         key: None,
         ack_log: Some(ack_log.clone()),
@@ -44,9 +61,20 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     // Kill while the client streams: after some bodies are acknowledged, mid-stream.
     let metrics_url = format!("{}/metrics", s.url);
     loop {
-        let m = s.client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
-        let committed = m.lines().find(|l| l.starts_with("gamelake_table_rows_committed_total{table=\"bronze.raw_logs\"}"));
-        if committed.is_some_and(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 5_000) {
+        let m = s
+            .client
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let committed = m.lines().find(|l| {
+            l.starts_with("gamelake_table_rows_committed_total{table=\"bronze.raw_logs\"}")
+        });
+        if committed.is_some_and(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 5_000)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -56,12 +84,19 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     s.wait_exit(Duration::from_secs(10));
     let report = load.await.unwrap().unwrap();
     assert!(report.acked_events > 5_000, "{report:?}");
-    assert!(report.failed_events > 0, "the kill happened mid-stream: {report:?}");
+    assert!(
+        report.failed_events > 0,
+        "the kill happened mid-stream: {report:?}"
+    );
     drop(s);
 
     // Restart on the same data dir: recovery replays what the tables miss.
     let s = Server::start(dir.path(), config);
-    let acked: Vec<String> = std::fs::read_to_string(&ack_log).unwrap().lines().map(str::to_string).collect();
+    let acked: Vec<String> = std::fs::read_to_string(&ack_log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(acked.len() as u64, report.acked_events);
     let acked_set: HashSet<&String> = acked.iter().collect();
     // Wait until every acknowledged event is visible.
@@ -72,7 +107,10 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
         if acked_set.iter().all(|id| set.contains(id)) {
             break stored;
         }
-        assert!(std::time::Instant::now() < deadline, "acknowledged events missing after restart");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acknowledged events missing after restart"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let mut counts: HashMap<&String, usize> = HashMap::new();
@@ -82,9 +120,16 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(dups.is_empty(), "duplicated events: {dups:?}");
     let extra = stored.len() - acked.len();
-    assert!(extra <= concurrency * batch, "{extra} stored events were never acknowledged: more than were in flight");
+    assert!(
+        extra <= concurrency * batch,
+        "{extra} stored events were never acknowledged: more than were in flight"
+    );
     // raw_logs agrees with silver: every stored event once.
-    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(stored.len() as i64)).await;
+    s.wait_for(
+        "SELECT count(*) FROM bronze.raw_logs",
+        one(stored.len() as i64),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -94,13 +139,36 @@ async fn sigterm_drains_commits_and_exits_zero() {
     let config = "[lake]\ncommit_interval_ms = 600000\n";
     let mut s = Server::start(dir.path(), config);
     let mut body = Vec::new();
-    let mut g = gamelake_loadgen::Generator::new(gamelake_loadgen::GenConfig { seed: 9, ..Default::default() });
+    let mut g = gamelake_loadgen::Generator::new(gamelake_loadgen::GenConfig {
+        seed: 9,
+        ..Default::default()
+    });
     let ids = g.body(3000, 1_764_300_000_000, &mut body);
-    assert_eq!(s.post_logs(body, &[]).await, (200, serde_json::json!({"accepted": 3000, "dead_lettered": 0})));
+    assert_eq!(
+        s.post_logs(body, &[]).await,
+        (
+            200,
+            serde_json::json!({"accepted": 3000, "dead_lettered": 0})
+        )
+    );
     assert_eq!(ids.len(), 3000);
     s.signal(libc::SIGTERM);
-    assert_eq!(s.wait_exit(Duration::from_secs(60)), Some(0), "{}", s.stderr());
-    let out = gamelake().args(["sql", "--format", "csv", "--data-dir"]).arg(&s.dir).arg("SELECT count(*) AS n FROM bronze.raw_logs").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        s.stderr()
+    );
+    let out = gamelake()
+        .args(["sql", "--format", "csv", "--data-dir"])
+        .arg(&s.dir)
+        .arg("SELECT count(*) AS n FROM bronze.raw_logs")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n3000\n");
 }

@@ -15,32 +15,51 @@ fn python() -> Option<String> {
     if let Ok(p) = std::env::var("GAMELAKE_TEST_PYTHON") {
         return Some(p);
     }
-    let ok = Command::new("python3").args(["-c", "import duckdb, duckdb_extension_delta"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("python3")
+        .args(["-c", "import duckdb, duckdb_extension_delta"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     ok.then(|| "python3".to_string())
 }
 
 #[tokio::test]
 async fn duckdb_reads_the_same_counts() {
     let Some(python) = python() else {
-        assert!(std::env::var("CI").is_err(), "CI must provide GAMELAKE_TEST_PYTHON with duckdb and its delta extension");
-        eprintln!("skipping: no python with duckdb and duckdb-extension-delta (set GAMELAKE_TEST_PYTHON)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide GAMELAKE_TEST_PYTHON with duckdb and its delta extension"
+        );
+        eprintln!(
+            "skipping: no python with duckdb and duckdb-extension-delta (set GAMELAKE_TEST_PYTHON)"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "");
     assert_eq!(s.post_logs(MIXED_BODY, &[]).await.0, 200);
     assert_eq!(s.post_logs(MIXED_BODY, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(24)).await;
-    s.wait_for("SELECT count(*) FROM bronze.dead_letters", one(8)).await;
+    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(24))
+        .await;
+    s.wait_for("SELECT count(*) FROM bronze.dead_letters", one(8))
+        .await;
     s.wait_for("SELECT count(*) FROM silver.item", one(6)).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/duckdb_counts.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(&s.dir)
-        .args(["bronze/raw_logs", "bronze/dead_letters", "silver/item", "silver/combat"])
+        .args([
+            "bronze/raw_logs",
+            "bronze/dead_letters",
+            "silver/item",
+            "silver/combat",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         counts,

@@ -27,15 +27,35 @@ pub const MIXED_BODY: &str = concat!(
 async fn check_mixed_body(s: &Server, headers: &[(&str, &str)], body: Vec<u8>, copies: i64) {
     let (status, answer) = s.post_logs(body, headers).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer, serde_json::json!({"accepted": 8, "dead_lettered": 4}));
-    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(12 * copies)).await;
+    assert_eq!(
+        answer,
+        serde_json::json!({"accepted": 8, "dead_lettered": 4})
+    );
+    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(12 * copies))
+        .await;
     s.wait_for(
         "SELECT reason, count(*) FROM bronze.dead_letters GROUP BY reason ORDER BY reason",
-        pairs(&[("bad_escape", copies), ("missing_code", copies), ("missing_time", copies), ("truncated", copies)]),
+        pairs(&[
+            ("bad_escape", copies),
+            ("missing_code", copies),
+            ("missing_time", copies),
+            ("truncated", copies),
+        ]),
     )
     .await;
-    for (table, n) in [("item", 3), ("item_acquire", 1), ("currency", 1), ("payment", 1), ("combat", 1), ("resource", 1)] {
-        s.wait_for(&format!("SELECT count(*) FROM silver.{table}"), one(n * copies)).await;
+    for (table, n) in [
+        ("item", 3),
+        ("item_acquire", 1),
+        ("currency", 1),
+        ("payment", 1),
+        ("combat", 1),
+        ("resource", 1),
+    ] {
+        s.wait_for(
+            &format!("SELECT count(*) FROM silver.{table}"),
+            one(n * copies),
+        )
+        .await;
     }
 }
 
@@ -58,40 +78,132 @@ async fn mixed_formats_land_in_their_tables_with_exact_counts() {
         .await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     // b2: 02:10:12.004 in Seoul is 17:10:12.004Z on the 27th, still the 28th as a game day.
-    assert_eq!(rows[0][..5], [Value::from("오딘의 검"), Value::Null, Value::from("b2"), Value::Null, Value::from("2026-11-28")]);
+    assert_eq!(
+        rows[0][..5],
+        [
+            Value::from("오딘의 검"),
+            Value::Null,
+            Value::from("b2"),
+            Value::Null,
+            Value::from("2026-11-28")
+        ]
+    );
     // c2: 23:59:59Z on the 27th is already the 28th in Seoul.
-    assert_eq!(rows[1][..5], [Value::Null, Value::from(7), Value::Null, Value::from("c2"), Value::from("2026-11-28")]);
+    assert_eq!(
+        rows[1][..5],
+        [
+            Value::Null,
+            Value::from(7),
+            Value::Null,
+            Value::from("c2"),
+            Value::from("2026-11-28")
+        ]
+    );
     assert_eq!(rows[1][5], Value::from("2026-11-27T23:59:59Z"));
-    let combat = s.query("SELECT damage, crit, party, pos FROM silver.combat LIMIT 1").await;
-    assert_eq!(combat[0], vec![Value::from(18234.5), Value::from(true), Value::from("[5501,5502,5503]"), Value::from(r#"{"x":102.3,"y":88.1}"#)]);
+    let combat = s
+        .query("SELECT damage, crit, party, pos FROM silver.combat LIMIT 1")
+        .await;
+    assert_eq!(
+        combat[0],
+        vec![
+            Value::from(18234.5),
+            Value::from(true),
+            Value::from("[5501,5502,5503]"),
+            Value::from(r#"{"x":102.3,"y":88.1}"#)
+        ]
+    );
 
     // Dead letters keep the line byte for byte, with stage and detail.
     let dead = s.query("SELECT line, stage, detail FROM bronze.dead_letters WHERE reason = 'bad_escape' LIMIT 1").await;
-    assert_eq!(dead[0][0], Value::from("2026-11-28 02:10:11.123 [item_acquire] {name=\"bad \\q escape\"}"));
+    assert_eq!(
+        dead[0][0],
+        Value::from("2026-11-28 02:10:11.123 [item_acquire] {name=\"bad \\q escape\"}")
+    );
     assert_eq!(dead[0][1], Value::from("parse"));
     assert!(dead[0][2].as_str().unwrap().contains("escape"), "{dead:?}");
 
     // The table listing and the CLI see the same tables.
-    let tables: Value = s.client.get(format!("{}/v1/tables", s.url)).send().await.unwrap().json().await.unwrap();
-    let names: Vec<String> =
-        tables["tables"].as_array().unwrap().iter().map(|t| format!("{}.{}", t["schema"].as_str().unwrap(), t["name"].as_str().unwrap())).collect();
-    assert!(names.contains(&"silver.item".to_string()) && names.contains(&"bronze.dead_letters".to_string()), "{names:?}");
-    let item = tables["tables"].as_array().unwrap().iter().find(|t| t["name"] == "item").unwrap();
+    let tables: Value = s
+        .client
+        .get(format!("{}/v1/tables", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<String> = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{}.{}",
+                t["schema"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&"silver.item".to_string())
+            && names.contains(&"bronze.dead_letters".to_string()),
+        "{names:?}"
+    );
+    let item = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "item")
+        .unwrap();
     assert_eq!(item["rows"], Value::from(9));
     assert_eq!(item["partition_columns"], serde_json::json!(["event_date"]));
 
-    let out = gamelake().args(["tables", "--data-dir"]).arg(&s.dir).output().unwrap();
+    let out = gamelake()
+        .args(["tables", "--data-dir"])
+        .arg(&s.dir)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().any(|l| l.starts_with("silver.item ") && l.contains(" 9 ")), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("silver.item ") && l.contains(" 9 ")),
+        "{text}"
+    );
 
     // Health, readiness and metrics.
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(s.client.get(format!("{}{path}", s.url)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            s.client
+                .get(format!("{}{path}", s.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
-    let metrics = s.client.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("gamelake_ingest_lines_total{outcome=\"accepted\"} 24"), "{metrics}");
-    assert!(metrics.contains("gamelake_dead_letters_total{reason=\"truncated\"} 3"), "{metrics}");
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gamelake_ingest_lines_total{outcome=\"accepted\"} 24"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gamelake_dead_letters_total{reason=\"truncated\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +212,8 @@ async fn query_formats_and_errors() {
     let s = Server::start(dir.path(), "");
     let (status, _) = s.post_logs(MIXED_BODY, &[]).await;
     assert_eq!(status, 200);
-    s.wait_for("SELECT count(*) FROM silver.payment", one(1)).await;
+    s.wait_for("SELECT count(*) FROM silver.payment", one(1))
+        .await;
     let csv = s
         .client
         .post(format!("{}/v1/query", s.url))
@@ -131,16 +244,37 @@ async fn query_formats_and_errors() {
     assert!(err["error"].as_str().unwrap().contains("nope"), "{err}");
     let (status, err) = s.try_query("DROP TABLE silver.payment").await;
     assert_eq!(status, 400, "{err}");
-    let bad = s.client.post(format!("{}/v1/query", s.url)).body("not json").send().await.unwrap();
+    let bad = s
+        .client
+        .post(format!("{}/v1/query", s.url))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
 
     // `gamelake sql` against the server and against the data dir.
-    for target in [vec!["--server".to_string(), s.url.clone()], vec!["--data-dir".to_string(), s.dir.display().to_string()]] {
-        let out = gamelake().arg("sql").args(&target).args(["--format", "csv", "SELECT price_krw FROM silver.payment"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for target in [
+        vec!["--server".to_string(), s.url.clone()],
+        vec!["--data-dir".to_string(), s.dir.display().to_string()],
+    ] {
+        let out = gamelake()
+            .arg("sql")
+            .args(&target)
+            .args(["--format", "csv", "SELECT price_krw FROM silver.payment"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "price_krw\n33000\n");
     }
-    let out = gamelake().args(["sql", "--server", &s.url, "SELECT nope"]).output().unwrap();
+    let out = gamelake()
+        .args(["sql", "--server", &s.url, "SELECT nope"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
@@ -149,16 +283,36 @@ async fn query_formats_and_errors() {
 async fn idempotency_key_resend_gets_the_first_answer() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "");
-    let body = "{\"ts\":\"2026-11-28T02:10:11Z\",\"code\":\"login\",\"account_id\":1}\n{\"code\":\"x\"}\n";
-    let first = s.post_logs(body, &[("idempotency-key", "batch-0001")]).await;
-    assert_eq!(first, (200, serde_json::json!({"accepted": 1, "dead_lettered": 1})));
-    let resp = s.client.post(format!("{}/v1/logs", s.url)).header("idempotency-key", "batch-0001").body(body).send().await.unwrap();
+    let body =
+        "{\"ts\":\"2026-11-28T02:10:11Z\",\"code\":\"login\",\"account_id\":1}\n{\"code\":\"x\"}\n";
+    let first = s
+        .post_logs(body, &[("idempotency-key", "batch-0001")])
+        .await;
+    assert_eq!(
+        first,
+        (200, serde_json::json!({"accepted": 1, "dead_lettered": 1}))
+    );
+    let resp = s
+        .client
+        .post(format!("{}/v1/logs", s.url))
+        .header("idempotency-key", "batch-0001")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers().get("idempotent-replayed").unwrap(), "true");
     // A different key is a different body.
-    assert_eq!(s.post_logs(body, &[("idempotency-key", "batch-0002")]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(4)).await;
-    s.wait_for("SELECT count(*) FROM silver.login", one(2)).await;
+    assert_eq!(
+        s.post_logs(body, &[("idempotency-key", "batch-0002")])
+            .await
+            .0,
+        200
+    );
+    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(4))
+        .await;
+    s.wait_for("SELECT count(*) FROM silver.login", one(2))
+        .await;
     let (status, err) = s.post_logs(body, &[("idempotency-key", "")]).await;
     assert_eq!(status, 400, "{err}");
 }
@@ -188,35 +342,104 @@ role = "query"
     let r = c.post(&url).body(line).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "missing_key");
-    let r = c.post(&url).bearer_auth("not-a-key").body(line).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth("not-a-key")
+        .body(line)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = c.post(&url).header("x-api-key", "query-secret-00001").body(line).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .header("x-api-key", "query-secret-00001")
+        .body(line)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "a query key cannot ingest");
-    let r = c.post(&url).bearer_auth("ingest-secret-0001").body(line).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth("ingest-secret-0001")
+        .body(line)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let big = line.repeat(100);
-    let r = c.post(&url).bearer_auth("ingest-secret-0001").body(big.clone()).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth("ingest-secret-0001")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("ingest.max_body_bytes"));
+    assert!(r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("ingest.max_body_bytes"));
     // Small on the wire, large once decompressed.
     let bomb = zstd::encode_all(big.repeat(10).as_bytes(), 19).unwrap();
     assert!(bomb.len() < 4096);
-    let r = c.post(&url).bearer_auth("ingest-secret-0001").header("content-encoding", "zstd").body(bomb).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth("ingest-secret-0001")
+        .header("content-encoding", "zstd")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("ingest.max_decompressed_bytes"));
-    let r = c.post(&url).bearer_auth("ingest-secret-0001").header("content-encoding", "br").body(line).send().await.unwrap();
+    assert!(r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("ingest.max_decompressed_bytes"));
+    let r = c
+        .post(&url)
+        .bearer_auth("ingest-secret-0001")
+        .header("content-encoding", "br")
+        .body(line)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
-    let r = c.post(&url).bearer_auth("ingest-secret-0001").header("content-encoding", "gzip").body("not gzip").send().await.unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth("ingest-secret-0001")
+        .header("content-encoding", "gzip")
+        .body("not gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // A line over `max_line_bytes` is kept as a dead letter, not refused.
-    let long = format!("{{\"ts\":\"2026-11-28T02:10:11Z\",\"code\":\"login\",\"pad\":\"{}\"}}\n", "x".repeat(2000));
-    let r = c.post(&url).bearer_auth("ingest-secret-0001").body(long).send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap(), serde_json::json!({"accepted": 0, "dead_lettered": 1}));
+    let long = format!(
+        "{{\"ts\":\"2026-11-28T02:10:11Z\",\"code\":\"login\",\"pad\":\"{}\"}}\n",
+        "x".repeat(2000)
+    );
+    let r = c
+        .post(&url)
+        .bearer_auth("ingest-secret-0001")
+        .body(long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"accepted": 0, "dead_lettered": 1})
+    );
 
     // Queries need a query (or admin) key.
     let q = format!("{}/v1/query", s.url);
-    let r = c.post(&q).bearer_auth("ingest-secret-0001").json(&serde_json::json!({"sql": "SELECT 1"})).send().await.unwrap();
+    let r = c
+        .post(&q)
+        .bearer_auth("ingest-secret-0001")
+        .json(&serde_json::json!({"sql": "SELECT 1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -227,13 +450,25 @@ role = "query"
             .send()
             .await
             .unwrap();
-        if r.status() == 200 && r.json::<Value>().await.unwrap()["rows"] == serde_json::json!([["line_too_long", 1]]) {
+        if r.status() == 200
+            && r.json::<Value>().await.unwrap()["rows"] == serde_json::json!([["line_too_long", 1]])
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "dead letter never visible");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead letter never visible"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(c.get(format!("{}/v1/tables", s.url)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(format!("{}/v1/tables", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 #[test]
@@ -242,12 +477,18 @@ fn refuses_to_listen_beyond_loopback_without_keys() {
     let out = gamelake()
         .args(["serve", "--data-dir"])
         .arg(dir.path())
-        .args(["--http-addr", &format!("0.0.0.0:{}", crate::util::free_port())])
+        .args([
+            "--http-addr",
+            &format!("0.0.0.0:{}", crate::util::free_port()),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without API keys") && err.contains("http_addr"), "{err}");
+    assert!(
+        err.contains("without API keys") && err.contains("http_addr"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -255,7 +496,13 @@ fn bad_config_refuses_to_start_and_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[lake]\ncommit_interval_ms = 0\n").unwrap();
-    let out = gamelake().args(["serve", "--data-dir"]).arg(dir.path()).arg("--config").arg(&cfg).output().unwrap();
+    let out = gamelake()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lake.commit_interval_ms"));
 }

@@ -12,7 +12,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_gamelake");
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running server.
@@ -71,7 +75,10 @@ impl Server {
             Ok(line) => assert!(line.contains(&format!("http=127.0.0.1:{port}")), "{line}"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not print its ready line; stderr:\n{}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+                panic!(
+                    "server did not print its ready line; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
             }
         }
         Server {
@@ -96,7 +103,11 @@ impl Server {
     }
 
     /// Posts a body to `/v1/logs`; returns status and JSON answer.
-    pub async fn post_logs(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn post_logs(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut req = self.auth(self.client.post(format!("{}/v1/logs", self.url)).body(body));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -110,7 +121,12 @@ impl Server {
     pub async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
         let (status, v) = self.try_query(sql).await;
         assert_eq!(status, 200, "{sql}: {v}");
-        v["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect()
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().clone())
+            .collect()
     }
 
     pub async fn try_query(&self, sql: &str) -> (u16, Value) {
@@ -120,7 +136,10 @@ impl Server {
             .send()
             .await
             .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
     }
 
     /// Polls `sql` until it returns `expected` (tables commit about once a second).
@@ -130,7 +149,12 @@ impl Server {
         while Instant::now() < deadline {
             last = self.try_query(sql).await;
             if last.0 == 200 {
-                let rows: Vec<Vec<Value>> = last.1["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect();
+                let rows: Vec<Vec<Value>> = last.1["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_array().unwrap().clone())
+                    .collect();
                 if rows == expected {
                     return;
                 }
@@ -154,7 +178,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("server did not exit within {timeout:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "server did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -181,5 +208,7 @@ pub fn one(n: i64) -> Vec<Vec<Value>> {
 
 /// Rows of (text, count) pairs.
 pub fn pairs(p: &[(&str, i64)]) -> Vec<Vec<Value>> {
-    p.iter().map(|(k, n)| vec![Value::from(*k), Value::from(*n)]).collect()
+    p.iter()
+        .map(|(k, n)| vec![Value::from(*k), Value::from(*n)])
+        .collect()
 }
