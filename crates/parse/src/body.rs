@@ -76,7 +76,8 @@ pub struct ParsedBody {
     pub dead_lettered: usize,
     pub raw_logs: Option<RecordBatch>,
     pub dead_letters: Option<RecordBatch>,
-    /// (silver table name, rows)
+    /// (silver table name, rows), sorted by name; codes that map to one table name (`item.use`,
+    /// `item_use`) give one batch each.
     pub silver: Vec<(String, RecordBatch)>,
     /// Dead letters per reason id, for metrics.
     pub dead_reasons: Vec<(&'static str, usize)>,
@@ -142,7 +143,12 @@ impl BodyParser {
         let date = self.clock.local_date(meta.ingest_time_us);
         let mut silver: Vec<(String, RecordBatch)> = tables
             .into_iter()
-            .map(|(name, chunk)| (name, chunk.finish(meta.ingest_time_us)))
+            .map(|(code, chunk)| {
+                (
+                    table_name_for_code(&code),
+                    chunk.finish(meta.ingest_time_us),
+                )
+            })
             .collect();
         silver.sort_by(|a, b| a.0.cmp(&b.0));
         let dead_reasons = dead.reason_counts();
@@ -216,13 +222,13 @@ impl BodyParser {
             })?,
             None => self.object_time(rec)?,
         };
-        let table = table_name_for_code(code);
-        let chunk = match tables.get_mut(&table) {
+        // Keyed by code, so the common case (a code seen before in this body) allocates nothing.
+        let chunk = match tables.get_mut(code) {
             Some(chunk) => chunk,
             None => {
-                let hint = hints.get(&table);
+                let hint = hints.get(&table_name_for_code(code));
                 tables
-                    .entry(table.clone())
+                    .entry(code.to_string())
                     .or_insert_with(|| TableChunk::new(hint.cloned()))
             }
         };

@@ -80,7 +80,7 @@ pub struct IngestConfig {
     /// How long an `Idempotency-Key` is remembered, seconds. Default 600.
     pub idempotency_window_s: u64,
     /// Bytes of bodies accepted but not yet committed to the tables before ingest answers 503.
-    /// Default 512 MiB.
+    /// Default 256 MiB.
     pub max_uncommitted_bytes: usize,
 }
 
@@ -91,7 +91,7 @@ impl Default for IngestConfig {
             max_decompressed_bytes: 64 << 20,
             max_line_bytes: 1 << 20,
             idempotency_window_s: 600,
-            max_uncommitted_bytes: 512 << 20,
+            max_uncommitted_bytes: 256 << 20,
         }
     }
 }

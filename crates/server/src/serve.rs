@@ -2,8 +2,7 @@
 //! the shutdown future resolves; then drain: stop accepting, commit what the WAL holds, return.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,25 +29,34 @@ pub async fn run(
     let lake = Lake::open(&cfg.data_dir)
         .with_context(|| format!("opening the storage root `{}`", cfg.data_dir))?;
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let (pipeline, task, report) = crate::pipeline::start(&cfg, lake.clone(), metrics).await?;
+    let cell = Arc::new(OnceLock::new());
+    let state = AppState {
+        config: Arc::new(cfg.clone()),
+        metrics: metrics.clone(),
+        pipeline: cell.clone(),
+        query: QueryEngine::new(lake.clone()),
+        lake: lake.clone(),
+    };
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    // Serve health and readiness (503) while recovery runs.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::app(state))
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let (pipeline, task, report) = crate::pipeline::start(&cfg, lake, metrics).await?;
     tracing::info!(
         replayed = report.wal_records_replayed,
         torn_bytes = report.torn_bytes_truncated,
         tables = report.tables_opened,
         "recovery done"
     );
-    ready.store(true, Ordering::Relaxed);
-    let state = AppState {
-        config: Arc::new(cfg.clone()),
-        pipeline: pipeline.clone(),
-        query: QueryEngine::new(lake.clone()),
-        lake,
-        ready,
-    };
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
+    let _ = cell.set(pipeline.clone());
     let traffic = demo.map(|d| {
         print_demo_banner(&addr.to_string(), &d, &cfg);
         tokio::spawn(demo_traffic(
@@ -58,9 +66,11 @@ pub async fn run(
         ))
     });
     println!("gamelake ready http={addr} pg=off");
-    axum::serve(listener, http::app(state))
-        .with_graceful_shutdown(shutdown)
+    shutdown.await;
+    let _ = stop_tx.send(());
+    server
         .await
+        .context("joining the HTTP server")?
         .context("serving HTTP")?;
     if let Some(t) = traffic {
         t.abort();

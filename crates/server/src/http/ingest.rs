@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::config::Role;
 use crate::pipeline::idempotency::{Answer, Begin};
-use crate::pipeline::record;
+use crate::pipeline::{record, Pipeline};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
@@ -27,13 +27,7 @@ pub async fn post_logs(
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
     let caller = super::auth::authorize(&state.config.keys, &headers, Role::Ingest)?;
-    if !state.ready() {
-        return Err(ApiError::new(
-            ErrorCode::NotReady,
-            "the server is still recovering its write-ahead log; retry shortly",
-        ));
-    }
-    let pipeline = &state.pipeline;
+    let pipeline = state.pipeline()?;
     if pipeline.failed() {
         return Err(ApiError::new(
             ErrorCode::Overloaded,
@@ -77,7 +71,7 @@ pub async fn post_logs(
             }
         }
     }
-    let result = make_durable(&state, &caller.id, key.as_deref(), &body).await;
+    let result = make_durable(pipeline, &caller.id, key.as_deref(), &body).await;
     match (&result, &key) {
         (Ok(answer), Some(k)) => pipeline
             .idempotency
@@ -91,12 +85,11 @@ pub async fn post_logs(
 }
 
 async fn make_durable(
-    state: &AppState,
+    pipeline: &Pipeline,
     source: &str,
     key: Option<&str>,
     body: &[u8],
 ) -> Result<Answer, ApiError> {
-    let pipeline = &state.pipeline;
     let ingest_time_us = chrono::Utc::now().timestamp_micros();
     let meta = IngestMeta {
         ingest_time_us,

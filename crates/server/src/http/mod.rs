@@ -5,8 +5,7 @@ pub mod error;
 pub mod ingest;
 pub mod query;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -17,21 +16,29 @@ use axum::Router;
 use gamelake_lake::{Lake, QueryEngine};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub pipeline: Arc<Pipeline>,
+    pub metrics: Arc<Metrics>,
+    /// Set once WAL recovery is done; until then ingest and readiness answer 503.
+    pub pipeline: Arc<OnceLock<Arc<Pipeline>>>,
     pub query: QueryEngine,
     pub lake: Lake,
-    pub ready: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    /// The pipeline, or a 503 while recovery runs.
+    pub fn pipeline(&self) -> Result<&Arc<Pipeline>, error::ApiError> {
+        self.pipeline.get().ok_or_else(|| {
+            error::ApiError::new(
+                error::ErrorCode::NotReady,
+                "the server is still recovering its write-ahead log; retry shortly",
+            )
+        })
     }
 }
 
@@ -66,15 +73,12 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         _ => "other",
     };
     let resp = next.run(req).await;
-    state
-        .pipeline
-        .metrics
-        .count_request(route, resp.status().as_u16());
+    state.metrics.count_request(route, resp.status().as_u16());
     resp
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready() && !state.pipeline.failed() {
+    if state.pipeline.get().is_some_and(|p| !p.failed()) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
@@ -86,7 +90,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.pipeline.metrics.render();
+    let body = state.metrics.render();
     (
         [(
             header::CONTENT_TYPE,

@@ -43,7 +43,7 @@ pub async fn post_query(
         )
     })?;
     let started = Instant::now();
-    let metrics = &state.pipeline.metrics;
+    let metrics = &state.metrics;
     metrics
         .queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
