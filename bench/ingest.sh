@@ -4,7 +4,7 @@
 #
 #   bench/ingest.sh [RATE] [DURATION_S] [BATCH] [CONCURRENCY]
 #
-# Builds the `dist` profile, starts `gamelake serve` on a temp dir, runs `gamelake loadgen` at
+# Builds the `$PROFILE` profile (default `release`; `PROFILE=dist` for the LTO build), starts `gamelake serve` on a temp dir, runs `gamelake loadgen` at
 # RATE events/s for DURATION_S seconds, waits until every acknowledged line is committed to
 # bronze.raw_logs, and prints: offered/acked rates, ack latency, time to committed, server RSS
 # (peak) and CPU seconds, loadgen CPU seconds, bytes on disk per event.
@@ -15,8 +15,9 @@ DURATION=${2:-30}
 BATCH=${3:-2000}
 CONC=${4:-16}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gamelake-target}"
-cargo build --profile dist -p gamelake >/dev/null 2>&1 || cargo build --profile dist -p gamelake
-BIN="$CARGO_TARGET_DIR/dist/gamelake"
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" -p gamelake >/dev/null 2>&1 || cargo build --profile "$PROFILE" -p gamelake
+BIN="$CARGO_TARGET_DIR/$PROFILE/gamelake"
 DIR=$(mktemp -d)
 PORT=$((20000 + RANDOM % 20000))
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DIR"' EXIT
@@ -25,7 +26,7 @@ SERVER=$!
 for _ in $(seq 1 200); do grep -q "gamelake ready" "$DIR/server.out" 2>/dev/null && break; sleep 0.1; done
 START=$(date +%s.%N)
 /usr/bin/time -f "%e %U %S" -o "$DIR/loadgen.time" "$BIN" loadgen --target "http://127.0.0.1:$PORT" --rate "$RATE" \
-  --duration "${DURATION}s" --batch "$BATCH" --concurrency "$CONC" --format mixed --report "$DIR/report.json" >/dev/null 2>"$DIR/loadgen.err"
+  --duration "${DURATION}s" --batch "$BATCH" --concurrency "$CONC" --format mixed --pregenerate 64 --report "$DIR/report.json" >/dev/null 2>"$DIR/loadgen.err"
 ACKED=$(python3 -c "import json;print(json.load(open('$DIR/report.json'))['acked_events'])")
 # Wait until bronze.raw_logs has every acknowledged line.
 while true; do

@@ -69,9 +69,26 @@ pub fn table_name_for_code(code: &str) -> String {
 /// Column name for a source field: Delta Lake (without column mapping) forbids
 /// ` ,;{}()\n\t=` in column names, so those characters become `_`.
 pub fn column_name_for_field(field: &str) -> std::borrow::Cow<'_, str> {
-    const FORBIDDEN: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
-    if field.contains(FORBIDDEN) {
-        std::borrow::Cow::Owned(field.replace(FORBIDDEN, "_"))
+    // Byte scan: this runs for every field of every line.
+    fn forbidden(b: u8) -> bool {
+        matches!(
+            b,
+            b' ' | b',' | b';' | b'{' | b'}' | b'(' | b')' | b'\n' | b'\t' | b'='
+        )
+    }
+    if field.bytes().any(forbidden) {
+        std::borrow::Cow::Owned(
+            field
+                .chars()
+                .map(|c| {
+                    if c.is_ascii() && forbidden(c as u8) {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
+                .collect(),
+        )
     } else {
         std::borrow::Cow::Borrowed(field)
     }

@@ -117,6 +117,7 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
             ack_log: None,
             progress: false,
             retries: 3,
+            pregenerate: 0,
         };
         if let Err(e) = gamelake_loadgen::run(cfg).await {
             tracing::warn!(error = %e, "demo traffic stopped; restarting");

@@ -57,6 +57,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
         ack_log: Some(ack_log.clone()),
         progress: false,
         retries: 0,
+        pregenerate: 0,
     }));
     // Kill while the client streams: after some bodies are acknowledged, mid-stream.
     let metrics_url = format!("{}/metrics", s.url);

@@ -506,3 +506,50 @@ fn bad_config_refuses_to_start_and_names_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lake.commit_interval_ms"));
 }
+
+#[tokio::test]
+async fn demo_fills_every_tier_with_synthetic_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_command(dir.path(), "", None, &["demo", "--rate", "2000"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let tables: Value = s
+            .client
+            .get(format!("{}/v1/tables", s.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = |schema: &str, name: &str| {
+            tables["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["schema"] == schema && t["name"] == name)
+                .map_or(0, |t| t["rows"].as_u64().unwrap())
+        };
+        let silver = tables["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["schema"] == "silver")
+            .count();
+        // All three formats and the Korean item names arrive; about 2 % are dead letters.
+        if rows("bronze", "raw_logs") > 1000
+            && rows("bronze", "dead_letters") > 0
+            && silver >= 10
+            && rows("silver", "item") > 0
+        {
+            let korean = s.query("SELECT count(*) FROM silver.item_acquire WHERE item_name LIKE '%검%' OR item_name LIKE '%방패%'").await;
+            assert!(korean[0][0].as_i64().unwrap() > 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo traffic did not fill the tables: {tables}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

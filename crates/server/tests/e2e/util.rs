@@ -48,13 +48,19 @@ impl Server {
     }
 
     pub fn start_with_key(dir: &Path, config: &str, key: Option<&str>) -> Server {
+        Self::start_command(dir, config, key, &["serve"])
+    }
+
+    /// Starts `gamelake <command…>` with the data dir, address and config flags added.
+    pub fn start_command(dir: &Path, config: &str, key: Option<&str>, command: &[&str]) -> Server {
         let port = free_port();
         let cfg_path = dir.join("gamelake.toml");
         std::fs::write(&cfg_path, config).unwrap();
         let stderr_path = dir.join(format!("server-{port}.log"));
         let data = dir.join("data");
         let mut child = gamelake()
-            .args(["serve", "--data-dir"])
+            .args(command)
+            .arg("--data-dir")
             .arg(&data)
             .args(["--http-addr", &format!("127.0.0.1:{port}"), "--config"])
             .arg(&cfg_path)
