@@ -481,25 +481,9 @@ impl BinaryColumn {
         if rows == 0 {
             return None;
         }
-        let schema = Schema::new(vec![
-            Field::new(COL_LINE, DataType::Binary, true),
-            Field::new(COL_INGEST_TIME, timestamp_type(), true),
-            Field::new(COL_SOURCE, DataType::Utf8, true),
-            Field::new(COL_INGEST_DATE, DataType::Date32, true),
-        ]);
-        let arrays: Vec<ArrayRef> = vec![
-            self.into_array(),
-            Arc::new(
-                TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows)
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                meta.source.as_str(),
-                rows,
-            ))),
-            Arc::new(Date32Array::from_value(date, rows)),
-        ];
-        Some(RecordBatch::try_new(Arc::new(schema), arrays).expect("equal lengths"))
+        let fields = vec![Field::new(COL_LINE, DataType::Binary, true)];
+        let arrays: Vec<ArrayRef> = vec![self.into_array()];
+        Some(with_bronze_meta(fields, arrays, meta, date))
     }
 }
 
@@ -541,32 +525,42 @@ impl DeadLetters {
         if rows == 0 {
             return None;
         }
-        let schema = Schema::new(vec![
+        let fields = vec![
             Field::new(COL_LINE, DataType::Binary, true),
             Field::new(COL_REASON, DataType::Utf8, true),
             Field::new(COL_DETAIL, DataType::Utf8, true),
             Field::new(COL_STAGE, DataType::Utf8, true),
-            Field::new(COL_INGEST_TIME, timestamp_type(), true),
-            Field::new(COL_SOURCE, DataType::Utf8, true),
-            Field::new(COL_INGEST_DATE, DataType::Date32, true),
-        ]);
+        ];
         let arrays: Vec<ArrayRef> = vec![
             self.lines.into_array(),
             self.reason.into_array(),
             self.detail.into_array(),
             self.stage.into_array(),
-            Arc::new(
-                TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows)
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                meta.source.as_str(),
-                rows,
-            ))),
-            Arc::new(Date32Array::from_value(date, rows)),
         ];
-        Some(RecordBatch::try_new(Arc::new(schema), arrays).expect("equal lengths"))
+        Some(with_bronze_meta(fields, arrays, meta, date))
     }
+}
+
+/// Appends the columns every bronze row carries (`_ingest_time`, `_source`, `ingest_date`),
+/// constant over one body.
+fn with_bronze_meta(
+    mut fields: Vec<Field>,
+    mut arrays: Vec<ArrayRef>,
+    meta: &IngestMeta,
+    date: i32,
+) -> RecordBatch {
+    let rows = arrays.first().map_or(0, |a| a.len());
+    fields.push(Field::new(COL_INGEST_TIME, timestamp_type(), true));
+    fields.push(Field::new(COL_SOURCE, DataType::Utf8, true));
+    fields.push(Field::new(COL_INGEST_DATE, DataType::Date32, true));
+    arrays.push(Arc::new(
+        TimestampMicrosecondArray::from_value(meta.ingest_time_us, rows).with_timezone("UTC"),
+    ));
+    arrays.push(Arc::new(StringArray::from_iter_values(
+        std::iter::repeat_n(meta.source.as_str(), rows),
+    )));
+    arrays.push(Arc::new(Date32Array::from_value(date, rows)));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("equal lengths")
 }
 
 /// Adds the `_offset` column (the write-ahead-log offset of the body) to a batch.
