@@ -26,7 +26,7 @@ SERVER=$!
 for _ in $(seq 1 200); do grep -q "gamelake ready" "$DIR/server.out" 2>/dev/null && break; sleep 0.1; done
 START=$(date +%s.%N)
 /usr/bin/time -f "%e %U %S" -o "$DIR/loadgen.time" "$BIN" loadgen --target "http://127.0.0.1:$PORT" --rate "$RATE" \
-  --duration "${DURATION}s" --batch "$BATCH" --concurrency "$CONC" --format mixed --pregenerate 64 --report "$DIR/report.json" >/dev/null 2>"$DIR/loadgen.err"
+  --duration "${DURATION}s" --batch "$BATCH" --concurrency "$CONC" --format "${FORMAT:-mixed}" --pregenerate 64 --report "$DIR/report.json" >/dev/null 2>"$DIR/loadgen.err"
 ACKED=$(python3 -c "import json;print(json.load(open('$DIR/report.json'))['acked_events'])")
 # Wait until bronze.raw_logs has every acknowledged line.
 while true; do

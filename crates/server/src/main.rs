@@ -93,6 +93,9 @@ struct LoadgenArgs {
     /// Server base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
+    /// Path the bodies are posted to (another system's ingest path to measure a peer).
+    #[arg(long, default_value = "/v1/logs")]
+    path: String,
     /// Offered events per second.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -229,6 +232,7 @@ async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     };
     let report = gamelake_loadgen::run(gamelake_loadgen::LoadConfig {
         target: a.target,
+        path: a.path,
         rate: a.rate,
         duration: a.duration,
         concurrency: a.concurrency,

@@ -103,6 +103,7 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
     loop {
         let cfg = gamelake_loadgen::LoadConfig {
             target: format!("http://{addr}"),
+            path: "/v1/logs".into(),
             rate: demo.events_per_s,
             duration: Duration::from_secs(60),
             concurrency: 8,

@@ -43,6 +43,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     let (concurrency, batch) = (4usize, 200usize);
     let load = tokio::spawn(gamelake_loadgen::run(gamelake_loadgen::LoadConfig {
         target: s.url.clone(),
+        path: "/v1/logs".into(),
         rate: 20_000,
         duration: Duration::from_secs(5),
         concurrency,
