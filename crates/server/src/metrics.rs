@@ -84,6 +84,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Updates the commit figures of one table.
+    pub fn update_table(&self, table: &str, update: impl FnOnce(&mut TableCommits)) {
+        let mut commits = self.commits.lock().expect("metrics lock");
+        match commits.get_mut(table) {
+            Some(c) => update(c),
+            None => update(commits.entry(table.to_string()).or_default()),
+        }
+    }
+
     pub fn count_request(&self, route: &'static str, status: u16) {
         *self
             .http_requests

@@ -231,13 +231,7 @@ pub async fn start(
         }
     }
     for (id, offset) in &committed_at_start {
-        metrics
-            .commits
-            .lock()
-            .expect("metrics lock")
-            .entry(id.to_string())
-            .or_default()
-            .committed_offset = Some(*offset);
+        metrics.update_table(&id.to_string(), |c| c.committed_offset = Some(*offset));
     }
 
     let shared = Arc::new(TablesShared {

@@ -240,13 +240,11 @@ async fn commit(
     loop {
         match sink.append(batches.clone(), through).await {
             Ok(summary) => {
-                {
-                    let mut commits = shared.metrics.commits.lock().expect("metrics lock");
-                    let c = commits.entry(id.to_string()).or_default();
+                shared.metrics.update_table(&id.to_string(), |c| {
                     c.commits += 1;
                     c.rows += summary.rows as u64;
                     c.seconds += summary.duration.as_secs_f64();
-                }
+                });
                 if !summary.new_columns.is_empty() || summary.version == 0 {
                     tracing::info!(table = %id, version = summary.version, new_columns = ?summary.new_columns, "table schema changed");
                 }
@@ -256,12 +254,7 @@ async fn commit(
             Err(e) => {
                 shared
                     .metrics
-                    .commits
-                    .lock()
-                    .expect("metrics lock")
-                    .entry(id.to_string())
-                    .or_default()
-                    .errors += 1;
+                    .update_table(&id.to_string(), |c| c.errors += 1);
                 tracing::error!(table = %id, error = %e, through, "commit failed; retrying");
                 // The commit may have landed before the error surfaced: reload and look.
                 if let Ok(reloaded) =
@@ -286,12 +279,7 @@ fn committed(shared: &TablesShared, sink: &DeltaSink, through: u64) {
     let id = sink.id();
     shared
         .metrics
-        .commits
-        .lock()
-        .expect("metrics lock")
-        .entry(id.to_string())
-        .or_default()
-        .committed_offset = Some(through);
+        .update_table(&id.to_string(), |c| c.committed_offset = Some(through));
     if id.schema == SCHEMA_SILVER {
         if let Some(schema) = sink.schema() {
             let fresh = hints_of(&schema);
