@@ -51,6 +51,9 @@ impl Histogram {
     }
 }
 
+/// A per-table counter: name, help text, and how to read it from [`TableCommits`].
+type PerTableCounter = (&'static str, &'static str, fn(&TableCommits) -> f64);
+
 /// Per-table commit figures.
 #[derive(Debug, Default, Clone)]
 pub struct TableCommits {
@@ -201,37 +204,33 @@ impl Metrics {
             self.uncommitted_bytes.load(Ordering::Relaxed),
         );
         let commits = self.commits.lock().expect("metrics lock");
-        let _ = writeln!(out, "# HELP gamelake_table_commits_total Delta commits by table.\n# TYPE gamelake_table_commits_total counter");
-        for (t, c) in commits.iter() {
-            let _ = writeln!(
-                out,
-                "gamelake_table_commits_total{{table=\"{t}\"}} {}",
-                c.commits
-            );
-        }
-        let _ = writeln!(out, "# HELP gamelake_table_commit_errors_total Failed Delta commits by table (retried).\n# TYPE gamelake_table_commit_errors_total counter");
-        for (t, c) in commits.iter() {
-            let _ = writeln!(
-                out,
-                "gamelake_table_commit_errors_total{{table=\"{t}\"}} {}",
-                c.errors
-            );
-        }
-        let _ = writeln!(out, "# HELP gamelake_table_rows_committed_total Rows committed by table.\n# TYPE gamelake_table_rows_committed_total counter");
-        for (t, c) in commits.iter() {
-            let _ = writeln!(
-                out,
-                "gamelake_table_rows_committed_total{{table=\"{t}\"}} {}",
-                c.rows
-            );
-        }
-        let _ = writeln!(out, "# HELP gamelake_table_commit_seconds_total Time spent committing by table.\n# TYPE gamelake_table_commit_seconds_total counter");
-        for (t, c) in commits.iter() {
-            let _ = writeln!(
-                out,
-                "gamelake_table_commit_seconds_total{{table=\"{t}\"}} {}",
-                c.seconds
-            );
+        let per_table: [PerTableCounter; 4] = [
+            (
+                "gamelake_table_commits_total",
+                "Delta commits by table.",
+                |c| c.commits as f64,
+            ),
+            (
+                "gamelake_table_commit_errors_total",
+                "Failed Delta commits by table (retried).",
+                |c| c.errors as f64,
+            ),
+            (
+                "gamelake_table_rows_committed_total",
+                "Rows committed by table.",
+                |c| c.rows as f64,
+            ),
+            (
+                "gamelake_table_commit_seconds_total",
+                "Time spent committing by table.",
+                |c| c.seconds,
+            ),
+        ];
+        for (name, help, value) in per_table {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (t, c) in commits.iter() {
+                let _ = writeln!(out, "{name}{{table=\"{t}\"}} {}", value(c));
+            }
         }
         drop(commits);
         counter(

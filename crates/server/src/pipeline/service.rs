@@ -7,10 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use gamelake_common::{
-    COL_EVENT_DATE, COL_INGEST_DATE, SCHEMA_BRONZE, SCHEMA_SILVER, TABLE_DEAD_LETTERS,
-    TABLE_RAW_LOGS,
-};
+use gamelake_common::{SCHEMA_BRONZE, SCHEMA_SILVER, TABLE_DEAD_LETTERS, TABLE_RAW_LOGS};
 use gamelake_lake::{DeltaSink, Lake, TableId, TableSink};
 use gamelake_parse::{BodyParser, IngestMeta, ParseConfig, ParsedBody, SchemaHints};
 use gamelake_wal::{Wal, WalConfig};
@@ -19,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::idempotency::{Answer, IdempotencyStore};
 use super::record;
 use super::sequencer::{Sequencer, WalMsg};
-use super::tables::{dispatcher, hints_of, Dispatch, TablesShared, Tracker};
+use super::tables::{dispatcher, hints_of, partition_column, Dispatch, TablesShared, Tracker};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -211,12 +208,7 @@ pub async fn start(
     let mut committed_at_start = HashMap::new();
     let mut hints = SchemaHints::new();
     for id in ids {
-        let partition = if id.schema == SCHEMA_BRONZE {
-            COL_INGEST_DATE
-        } else {
-            COL_EVENT_DATE
-        };
-        let sink = DeltaSink::open(&lake, id.clone(), partition)
+        let sink = DeltaSink::open(&lake, id.clone(), partition_column(&id))
             .await
             .with_context(|| format!("opening table `{id}`"))?;
         if let Some(offset) = sink.committed_offset() {

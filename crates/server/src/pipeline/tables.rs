@@ -161,7 +161,8 @@ pub async fn dispatcher(
     while tasks.join_next().await.is_some() {}
 }
 
-fn partition_column(id: &TableId) -> &'static str {
+/// The partition column of a table written by the pipeline.
+pub fn partition_column(id: &TableId) -> &'static str {
     if id.schema == SCHEMA_BRONZE {
         COL_INGEST_DATE
     } else {

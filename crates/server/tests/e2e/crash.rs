@@ -4,20 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::util::{gamelake, one, Server};
+use crate::util::{gamelake, one, stdout_of, Server};
 
 async fn stored_log_ids(s: &Server) -> Vec<String> {
-    let tables: Value = s
-        .client
-        .get(format!("{}/v1/tables", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tables = s.tables().await;
     let mut ids = Vec::new();
     for t in tables["tables"].as_array().unwrap() {
         if t["schema"] != "silver" {
@@ -161,16 +151,16 @@ async fn sigterm_drains_commits_and_exits_zero() {
         "{}",
         s.stderr()
     );
-    let out = gamelake()
-        .args(["sql", "--format", "csv", "--data-dir"])
-        .arg(&s.dir)
-        .arg("SELECT count(*) AS n FROM bronze.raw_logs")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        gamelake()
+            .args(["sql", "--format", "csv", "--data-dir"])
+            .arg(&s.dir)
+            .arg("SELECT count(*) AS n FROM bronze.raw_logs"),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n3000\n");
+    assert_eq!(
+        text,
+        "n
+3000
+"
+    );
 }

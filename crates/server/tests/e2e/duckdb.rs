@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::ingest::MIXED_BODY;
-use crate::util::{one, Server};
+use crate::util::{one, stdout_of, Server};
 
 fn python() -> Option<String> {
     if let Ok(p) = std::env::var("GAMELAKE_TEST_PYTHON") {
@@ -44,23 +44,13 @@ async fn duckdb_reads_the_same_counts() {
         .await;
     s.wait_for("SELECT count(*) FROM silver.item", one(6)).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/duckdb_counts.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(&s.dir)
-        .args([
-            "bronze/raw_logs",
-            "bronze/dead_letters",
-            "silver/item",
-            "silver/combat",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_of(Command::new(&python).arg(&script).arg(&s.dir).args([
+        "bronze/raw_logs",
+        "bronze/dead_letters",
+        "silver/item",
+        "silver/combat",
+    ]));
+    let counts: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         counts,
         serde_json::json!({"bronze/raw_logs": 24, "bronze/dead_letters": 8, "silver/item": 6, "silver/combat": 2, "silver/item:kr-03": 2})

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{gamelake, one, pairs, Server};
+use crate::util::{gamelake, one, pairs, stdout_of, Server};
 
 /// Three formats and malformed lines in one body, with known answers.
 pub const MIXED_BODY: &str = concat!(
@@ -123,15 +123,7 @@ async fn mixed_formats_land_in_their_tables_with_exact_counts() {
     assert!(dead[0][2].as_str().unwrap().contains("escape"), "{dead:?}");
 
     // The table listing and the CLI see the same tables.
-    let tables: Value = s
-        .client
-        .get(format!("{}/v1/tables", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tables = s.tables().await;
     let names: Vec<String> = tables["tables"]
         .as_array()
         .unwrap()
@@ -158,17 +150,7 @@ async fn mixed_formats_land_in_their_tables_with_exact_counts() {
     assert_eq!(item["rows"], Value::from(9));
     assert_eq!(item["partition_columns"], serde_json::json!(["event_date"]));
 
-    let out = gamelake()
-        .args(["tables", "--data-dir"])
-        .arg(&s.dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = stdout_of(gamelake().args(["tables", "--data-dir"]).arg(&s.dir));
     assert!(
         text.lines()
             .any(|l| l.starts_with("silver.item ") && l.contains(" 9 ")),
@@ -258,18 +240,17 @@ async fn query_formats_and_errors() {
         vec!["--server".to_string(), s.url.clone()],
         vec!["--data-dir".to_string(), s.dir.display().to_string()],
     ] {
-        let out = gamelake()
-            .arg("sql")
-            .args(&target)
-            .args(["--format", "csv", "SELECT price_krw FROM silver.payment"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let text = stdout_of(gamelake().arg("sql").args(&target).args([
+            "--format",
+            "csv",
+            "SELECT price_krw FROM silver.payment",
+        ]));
+        assert_eq!(
+            text,
+            "price_krw
+33000
+"
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "price_krw\n33000\n");
     }
     let out = gamelake()
         .args(["sql", "--server", &s.url, "SELECT nope"])
@@ -513,15 +494,7 @@ async fn demo_fills_every_tier_with_synthetic_traffic() {
     let s = Server::start_command(dir.path(), "", None, &["demo", "--rate", "2000"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let tables: Value = s
-            .client
-            .get(format!("{}/v1/tables", s.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tables = s.tables().await;
         let rows = |schema: &str, name: &str| {
             tables["tables"]
                 .as_array()

@@ -123,6 +123,17 @@ impl Server {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /v1/tables` as JSON.
+    pub async fn tables(&self) -> Value {
+        let resp = self
+            .auth(self.client.get(format!("{}/v1/tables", self.url)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
     /// Runs SQL over HTTP; panics on error.
     pub async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
         let (status, v) = self.try_query(sql).await;
@@ -205,6 +216,17 @@ impl Drop for Server {
 fn unsafe_kill(pid: i32, sig: i32) -> i32 {
     // SAFETY: `kill` has no memory-safety preconditions; the pid is our own child.
     unsafe { libc::kill(pid, sig) }
+}
+
+/// Runs a command to completion; asserts it succeeded and returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("running the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `[[n]]` as JSON rows.
