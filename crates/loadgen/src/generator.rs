@@ -507,7 +507,7 @@ fn seoul_local(time_ms: i64) -> String {
     )
 }
 
-fn utc_rfc3339(time_ms: i64) -> String {
+pub(crate) fn utc_rfc3339(time_ms: i64) -> String {
     let secs = time_ms.div_euclid(1000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

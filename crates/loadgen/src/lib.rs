@@ -11,4 +11,4 @@ pub mod sender;
 pub mod stats;
 
 pub use generator::{Format, GenConfig, Generator};
-pub use sender::{run, LoadConfig, Report};
+pub use sender::{find_max, run, FindMax, LoadConfig, MaxReport, Report};

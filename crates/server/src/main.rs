@@ -139,6 +139,26 @@ struct LoadgenArgs {
     /// out of throughput runs; event ids repeat, so not with `--ack-log`).
     #[arg(long, default_value_t = 0)]
     pregenerate: usize,
+    /// Send a marker event a second and report how long after its 2xx SQL sees it.
+    #[arg(long)]
+    freshness: bool,
+    /// Step the rate up from `--rate` until a step is not sustained (acked < 99 % of offered
+    /// or p99 above `--max-p99`) and report the highest sustained rate.
+    #[arg(long)]
+    find_max: bool,
+    /// With `--find-max`: length of each step.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    step_duration: Duration,
+    /// With `--find-max`: rate factor between steps.
+    #[arg(long, default_value_t = 1.25)]
+    step_factor: f64,
+    /// With `--find-max`: halvings of the gap between the last sustained and the first
+    /// failed rate.
+    #[arg(long, default_value_t = 2)]
+    refine: u32,
+    /// With `--find-max`: p99 acknowledgement latency a sustained step stays within.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    max_p99: Duration,
     /// Write the lines to `--out` instead of sending them.
     #[arg(long, requires = "out")]
     dry_run: bool,
@@ -230,7 +250,7 @@ async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     } else {
         Compression::None
     };
-    let report = gamelake_loadgen::run(gamelake_loadgen::LoadConfig {
+    let cfg = gamelake_loadgen::LoadConfig {
         target: a.target,
         path: a.path,
         rate: a.rate,
@@ -244,9 +264,21 @@ async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         progress: true,
         retries: a.retries,
         pregenerate: a.pregenerate,
-    })
-    .await?;
-    let text = serde_json::to_string_pretty(&report)?;
+        freshness: a.freshness,
+    };
+    let text = if a.find_max {
+        let search = gamelake_loadgen::FindMax {
+            start: a.rate,
+            factor: a.step_factor,
+            refine: a.refine,
+            step: a.step_duration,
+            max_p99: a.max_p99,
+            pause: Duration::from_secs(5),
+        };
+        serde_json::to_string_pretty(&gamelake_loadgen::find_max(cfg, search).await?)?
+    } else {
+        serde_json::to_string_pretty(&gamelake_loadgen::run(cfg).await?)?
+    };
     println!("{text}");
     if let Some(path) = a.report {
         std::fs::write(&path, &text).with_context(|| format!("writing `{}`", path.display()))?;

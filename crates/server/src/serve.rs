@@ -102,8 +102,6 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
     let mut seed = 1u64;
     loop {
         let cfg = gamelake_loadgen::LoadConfig {
-            target: format!("http://{addr}"),
-            path: "/v1/logs".into(),
             rate: demo.events_per_s,
             duration: Duration::from_secs(60),
             concurrency: 8,
@@ -113,12 +111,9 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
                 malformed: 0.02,
                 ..Default::default()
             },
-            compression: gamelake_loadgen::sender::Compression::None,
             key: key.clone(),
-            ack_log: None,
-            progress: false,
             retries: 3,
-            pregenerate: 0,
+            ..gamelake_loadgen::LoadConfig::new(format!("http://{addr}"))
         };
         if let Err(e) = gamelake_loadgen::run(cfg).await {
             tracing::warn!(error = %e, "demo traffic stopped; restarting");

@@ -6,24 +6,6 @@ use std::time::Duration;
 
 use crate::util::{gamelake, one, stdout_of, Server};
 
-async fn stored_log_ids(s: &Server) -> Vec<String> {
-    let tables = s.tables().await;
-    let mut ids = Vec::new();
-    for t in tables["tables"].as_array().unwrap() {
-        if t["schema"] != "silver" {
-            continue;
-        }
-        let rows = s
-            .query(&format!(
-                "SELECT log_id FROM silver.{}",
-                t["name"].as_str().unwrap()
-            ))
-            .await;
-        ids.extend(rows.into_iter().map(|r| r[0].as_str().unwrap().to_string()));
-    }
-    ids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -32,8 +14,6 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     let ack_log = dir.path().join("acked.txt");
     let (concurrency, batch) = (4usize, 200usize);
     let load = tokio::spawn(gamelake_loadgen::run(gamelake_loadgen::LoadConfig {
-        target: s.url.clone(),
-        path: "/v1/logs".into(),
         rate: 20_000,
         duration: Duration::from_secs(5),
         concurrency,
@@ -43,12 +23,8 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
             format: gamelake_loadgen::Format::Ndjson,
             ..Default::default()
         },
-        compression: gamelake_loadgen::sender::Compression::None,
-        key: None,
         ack_log: Some(ack_log.clone()),
-        progress: false,
-        retries: 0,
-        pregenerate: 0,
+        ..gamelake_loadgen::LoadConfig::new(s.url.clone())
     }));
     // Kill while the client streams: after some bodies are acknowledged, mid-stream.
     let metrics_url = format!("{}/metrics", s.url);
@@ -94,7 +70,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     // Wait until every acknowledged event is visible.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let stored = loop {
-        let stored = stored_log_ids(&s).await;
+        let stored = s.stored_log_ids().await;
         let set: HashSet<&String> = stored.iter().collect();
         if acked_set.iter().all(|id| set.contains(id)) {
             break stored;

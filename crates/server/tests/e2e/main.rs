@@ -4,4 +4,5 @@ mod crash;
 mod duckdb;
 mod evolution;
 mod ingest;
+mod loadgen;
 mod util;

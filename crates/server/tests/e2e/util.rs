@@ -135,6 +135,37 @@ impl Server {
     }
 
     /// Runs SQL over HTTP; panics on error.
+    /// The event id of every row of every silver table (one entry per row, so a duplicate
+    /// shows twice). Bare JSON-like lines name it `logId`, the others `log_id`: a table that
+    /// received both formats has both columns. Tables without either (loadgen's freshness
+    /// markers) are left out.
+    pub async fn stored_log_ids(&self) -> Vec<String> {
+        let tables = self.tables().await;
+        let mut ids = Vec::new();
+        for t in tables["tables"].as_array().unwrap() {
+            if t["schema"] != "silver" {
+                continue;
+            }
+            let columns: Vec<String> = t["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c[0].as_str().unwrap().to_string())
+                .filter(|c| c == "log_id" || c == "logId")
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            let id = match columns.len() {
+                0 => continue,
+                1 => columns[0].clone(),
+                _ => format!("coalesce({})", columns.join(", ")),
+            };
+            let sql = format!("SELECT {id} FROM silver.{}", t["name"].as_str().unwrap());
+            let rows = self.query(&sql).await;
+            ids.extend(rows.into_iter().map(|r| r[0].as_str().unwrap().to_string()));
+        }
+        ids
+    }
+
     pub async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
         let (status, v) = self.try_query(sql).await;
         assert_eq!(status, 200, "{sql}: {v}");
