@@ -4,11 +4,13 @@
 //! - [`config`]: file, environment and flags into a validated [`config::Config`].
 //! - [`pipeline`]: WAL, sequencing, table writers, recovery.
 //! - [`http`]: the routes of `DESIGN.md`.
+//! - [`live`]: the dashboard's per-second feed and live KPIs.
 //! - [`serve`]: wiring it all on a listener with a shutdown future.
 //! - [`sql`], [`tables`]: the `sql` and `tables` commands.
 
 pub mod config;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod serve;

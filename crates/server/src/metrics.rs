@@ -7,9 +7,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const LATENCY_BUCKETS_S: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+const LATENCY_BUCKETS_S: [f64; 20] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+    1.0, 2.0, 5.0, 10.0, 30.0,
 ];
+
+/// The `q` quantile in seconds of cumulative bucket counts as [`Histogram::buckets`] gives
+/// them (the last entry is the total), interpolated linearly inside the bucket as Prometheus'
+/// `histogram_quantile` does; `None` with no observations.
+pub fn bucket_quantile(cumulative: &[u64], q: f64) -> Option<f64> {
+    let total = *cumulative.last()?;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &n) in cumulative.iter().enumerate() {
+        if n as f64 >= rank && n > below {
+            let Some(&upper) = LATENCY_BUCKETS_S.get(i) else {
+                return LATENCY_BUCKETS_S.last().copied();
+            };
+            let lower = if i == 0 {
+                0.0
+            } else {
+                LATENCY_BUCKETS_S[i - 1]
+            };
+            let share = (rank - below as f64) / (n - below) as f64;
+            return Some(lower + (upper - lower) * share.clamp(0.0, 1.0));
+        }
+        below = n;
+    }
+    LATENCY_BUCKETS_S.last().copied()
+}
 
 /// A Prometheus histogram with fixed buckets.
 #[derive(Debug, Default)]
@@ -31,6 +60,15 @@ impl Histogram {
         }
         g.1 += 1;
         g.2 += s;
+    }
+
+    /// Cumulative counts of each bucket, then the total.
+    pub fn buckets(&self) -> Vec<u64> {
+        let g = self.inner.lock().expect("histogram lock");
+        let mut b = g.0.clone();
+        b.resize(LATENCY_BUCKETS_S.len(), 0);
+        b.push(g.1);
+        b
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -273,4 +311,25 @@ pub fn process_rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket() {
+        let h = Histogram::default();
+        assert_eq!(bucket_quantile(&h.buckets(), 0.5), None);
+        for ms in [12, 12, 12, 12, 40] {
+            h.observe(Duration::from_millis(ms));
+        }
+        // Four in (10, 15] ms, one in (30, 50] ms.
+        let p50 = bucket_quantile(&h.buckets(), 0.5).unwrap();
+        assert!((0.010..=0.015).contains(&p50), "{p50}");
+        let p99 = bucket_quantile(&h.buckets(), 0.99).unwrap();
+        assert!((0.030..=0.050).contains(&p99), "{p99}");
+        h.observe(Duration::from_secs(100));
+        assert_eq!(bucket_quantile(&h.buckets(), 1.0), Some(30.0));
+    }
 }

@@ -30,12 +30,21 @@ pub async fn run(
         .with_context(|| format!("opening the storage root `{}`", cfg.data_dir))?;
     let metrics = Arc::new(Metrics::default());
     let cell = Arc::new(OnceLock::new());
+    let live = Arc::new(crate::live::Live::default());
+    let query = QueryEngine::new(lake.clone());
+    let sampler = tokio::spawn(live.clone().run(
+        metrics.clone(),
+        lake.clone(),
+        query.clone(),
+        cfg.parse.time_zone.clone(),
+    ));
     let state = AppState {
         config: Arc::new(cfg.clone()),
         metrics: metrics.clone(),
         pipeline: cell.clone(),
-        query: QueryEngine::new(lake.clone()),
+        query,
         lake: lake.clone(),
+        live,
     };
     let addr = listener
         .local_addr()
@@ -75,6 +84,7 @@ pub async fn run(
     if let Some(t) = traffic {
         t.abort();
     }
+    sampler.abort();
     tracing::info!("draining: committing what the write-ahead log holds");
     pipeline.close();
     task.join().await?;

@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use gamelake_lake::{Lake, QueryEngine};
 
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
@@ -28,6 +29,7 @@ pub struct AppState {
     pub pipeline: Arc<OnceLock<Arc<Pipeline>>>,
     pub query: QueryEngine,
     pub lake: Lake,
+    pub live: Arc<Live>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/live", get(live))
         .route("/", get(dashboard))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -69,6 +72,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
+        Some("/v1/live") => "/v1/live",
         Some("/") => "/",
         _ => "other",
     };
@@ -101,6 +105,40 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+/// The live feed of the dashboard as server-sent events: `init` (15 minutes of history and
+/// the lake figures), then `point` every second and `lake` every 10 s.
+async fn live(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, error::ApiError> {
+    auth::authorize(&state.config.keys, &headers, Role::Query)?;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+    let init = Event::default().event("init").data(state.live.init_json());
+    let rest = futures::stream::unfold(state.live.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok((kind, json)) => return Some((Event::default().event(kind).data(&*json), rx)),
+                // A slow page skips points rather than holding the sampler back.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = futures::stream::once(async { init })
+        .chain(rest)
+        .map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The dashboard: one page, its script and styles inline (no CDN, no asset server).
+async fn dashboard() -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(include_str!("dashboard.html")),
+    )
+        .into_response()
 }

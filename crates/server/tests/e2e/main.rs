@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `gamelake` binary on free ports and temp dirs.
 
 mod crash;
+mod dashboard;
 mod duckdb;
 mod evolution;
 mod ingest;
