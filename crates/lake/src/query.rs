@@ -14,6 +14,8 @@ use deltalake::datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider,
 };
 use deltalake::datafusion::error::{DataFusionError, Result as DfResult};
+use deltalake::datafusion::execution::memory_pool::FairSpillPool;
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::execution::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use gamelake_common::{SCHEMA_SILVER, STORED_SCHEMAS};
@@ -32,11 +34,28 @@ pub struct QueryEngine {
 }
 
 impl QueryEngine {
+    /// A session without a memory limit (tools and tests).
     pub fn new(lake: Lake) -> Self {
+        Self::with_memory_limit(lake, None)
+    }
+
+    /// A session whose queries together hold at most `limit` bytes (DataFusion's fair spill
+    /// pool: sorts and aggregations spill to disk, other operators fail with a clear error
+    /// instead of the process running out of memory).
+    pub fn with_memory_limit(lake: Lake, limit: Option<usize>) -> Self {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA_SILVER)
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = match limit {
+            None => SessionContext::new_with_config(config),
+            Some(bytes) => {
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+                    .build_arc()
+                    .expect("a runtime with a memory pool builds");
+                SessionContext::new_with_config_rt(config, runtime)
+            }
+        };
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas = Vec::new();
         for name in STORED_SCHEMAS {

@@ -115,6 +115,28 @@ impl Default for LakeConfig {
     }
 }
 
+/// Guard rails of SQL queries (HTTP, Postgres wire, dashboard).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query running longer is cancelled with an error naming this key, milliseconds.
+    /// Default 300 000 (5 minutes).
+    pub timeout_ms: u64,
+    /// Memory all running queries may hold together, MiB; a query needing more spills to disk
+    /// where its operators can, else fails with an error (the server goes on ingesting).
+    /// Default 2048.
+    pub memory_limit_mb: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 300_000,
+            memory_limit_mb: 2048,
+        }
+    }
+}
+
 /// The write-ahead log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,11 +164,12 @@ pub struct ConfigFile {
     pub data_dir: String,
     /// HTTP listen address. Default `127.0.0.1:8080`.
     pub http_addr: String,
-    /// Postgres wire listen address. Default `127.0.0.1:5439` (not served yet).
+    /// Postgres wire listen address. Default `127.0.0.1:5439`.
     pub pg_addr: String,
     pub game: GameConfig,
     pub ingest: IngestConfig,
     pub lake: LakeConfig,
+    pub query: QueryConfig,
     pub wal: WalConfig,
     pub keys: Vec<KeyConfig>,
 }
@@ -160,6 +183,7 @@ impl Default for ConfigFile {
             game: GameConfig::default(),
             ingest: IngestConfig::default(),
             lake: LakeConfig::default(),
+            query: QueryConfig::default(),
             wal: WalConfig::default(),
             keys: Vec::new(),
         }
@@ -176,6 +200,7 @@ pub struct Config {
     pub parse: gamelake_parse::ParseConfig,
     pub ingest: IngestConfig,
     pub lake: LakeConfig,
+    pub query: QueryConfig,
     pub wal: WalConfig,
     pub keys: Vec<KeyConfig>,
 }
@@ -285,6 +310,12 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
     if file.lake.commit_interval_ms == 0 {
         bail!("`lake.commit_interval_ms` must be positive");
     }
+    if file.query.timeout_ms == 0 {
+        bail!("`query.timeout_ms` must be positive");
+    }
+    if file.query.memory_limit_mb == 0 {
+        bail!("`query.memory_limit_mb` must be positive");
+    }
     if file.lake.commit_max_rows == 0 {
         bail!("`lake.commit_max_rows` must be positive");
     }
@@ -310,6 +341,12 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
     if file.keys.is_empty() && !http_addr.ip().is_loopback() {
         bail!(
             "refusing to listen on `http_addr` = {http_addr} without API keys: anyone could write and read the data; \
+             add `[[keys]]` to the config or listen on 127.0.0.1"
+        );
+    }
+    if file.keys.is_empty() && !pg_addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on `pg_addr` = {pg_addr} without API keys: anyone could read the data; \
              add `[[keys]]` to the config or listen on 127.0.0.1"
         );
     }
@@ -339,6 +376,7 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
         parse,
         ingest: file.ingest,
         lake: file.lake,
+        query: file.query,
         wal: file.wal,
         keys: file.keys,
     })

@@ -5,6 +5,8 @@
 //! - [`pipeline`]: WAL, sequencing, table writers, recovery.
 //! - [`http`]: the routes of `DESIGN.md`.
 //! - [`live`]: the dashboard's per-second feed and live KPIs.
+//! - [`pg`]: the Postgres wire protocol.
+//! - [`system`]: the `system` schema (tables, ingest, dead letters, queries).
 //! - [`serve`]: wiring it all on a listener with a shutdown future.
 //! - [`sql`], [`tables`]: the `sql` and `tables` commands.
 
@@ -12,7 +14,9 @@ pub mod config;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod pg;
 pub mod pipeline;
 pub mod serve;
 pub mod sql;
+pub mod system;
 pub mod tables;

@@ -38,7 +38,7 @@ struct ServerArgs {
     /// HTTP listen address (ingest, query, dashboard, metrics).
     #[arg(long)]
     http_addr: Option<String>,
-    /// Postgres wire listen address (reserved; not served yet).
+    /// Postgres wire listen address (psql, JDBC, BI tools).
     #[arg(long)]
     pg_addr: Option<String>,
     /// Log as JSON lines (for log shippers).

@@ -31,7 +31,44 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let cell = Arc::new(OnceLock::new());
     let live = Arc::new(crate::live::Live::default());
-    let query = QueryEngine::new(lake.clone());
+    let query = QueryEngine::with_memory_limit(
+        lake.clone(),
+        Some((cfg.query.memory_limit_mb as usize) << 20),
+    );
+    let queries = Arc::new(crate::system::QueryLog::default());
+    query.register_schema(
+        "system",
+        Arc::new(crate::system::SystemSchema {
+            lake: lake.clone(),
+            metrics: metrics.clone(),
+            queries: queries.clone(),
+        }),
+    );
+    crate::pg::setup_catalog(query.context(), gamelake_lake::query::CATALOG)?;
+    let pg_listener = TcpListener::bind(cfg.pg_addr)
+        .await
+        .with_context(|| format!("listening on `pg_addr` = {}", cfg.pg_addr))?;
+    let pg_addr = pg_listener
+        .local_addr()
+        .context("reading the Postgres listen address")?;
+    let pg = tokio::spawn(crate::pg::serve(
+        pg_listener,
+        query.context().clone(),
+        cfg.keys.clone(),
+    ));
+    // Table names for catalog listings (`\dt`, information_schema, pg_catalog); queries
+    // themselves resolve tables when they run.
+    let names = {
+        let query = query.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = query.refresh().await {
+                    tracing::warn!(error = %e, "listing tables");
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
     let sampler = tokio::spawn(live.clone().run(
         metrics.clone(),
         lake.clone(),
@@ -45,6 +82,7 @@ pub async fn run(
         query,
         lake: lake.clone(),
         live,
+        queries,
     };
     let addr = listener
         .local_addr()
@@ -74,7 +112,7 @@ pub async fn run(
             cfg.keys.first().map(|k| k.secret.clone()),
         ))
     });
-    println!("gamelake ready http={addr} pg=off");
+    println!("gamelake ready http={addr} pg={pg_addr}");
     shutdown.await;
     let _ = stop_tx.send(());
     server
@@ -85,6 +123,8 @@ pub async fn run(
         t.abort();
     }
     sampler.abort();
+    pg.abort();
+    names.abort();
     tracing::info!("draining: committing what the write-ahead log holds");
     pipeline.close();
     task.join().await?;
@@ -100,9 +140,13 @@ fn print_demo_banner(addr: &str, demo: &DemoTraffic, cfg: &Config) {
          \n  query       curl -s http://{addr}/v1/query -d '{{\"sql\": \"SELECT count(*) FROM silver.item_acquire\"}}'\
          \n              gamelake sql --server http://{addr} \"SELECT count(*) FROM silver.combat\"\
          \n              gamelake sql --data-dir {} \"SELECT reason, count(*) FROM bronze.dead_letters GROUP BY reason\"\
+         \n              psql -h {} -p {} -U analyst gamelake\
          \n  tables      curl -s http://{addr}/v1/tables\
          \n  metrics     curl -s http://{addr}/metrics\n",
-        demo.events_per_s, cfg.data_dir
+        demo.events_per_s,
+        cfg.data_dir,
+        cfg.pg_addr.ip(),
+        cfg.pg_addr.port()
     );
 }
 

@@ -34,6 +34,8 @@ struct Db {
     data_dir: PathBuf,
     fixtures: PathBuf,
     engine: QueryEngine,
+    /// Shared by every LOAD of a file, and read by the `system` schema.
+    metrics: Arc<gamelake::metrics::Metrics>,
 }
 
 impl Db {
@@ -47,8 +49,7 @@ impl Db {
         };
         let cfg = config::load(None, &HashMap::new(), &flags).map_err(err)?;
         let lake = Lake::open(&cfg.data_dir).map_err(|e| SltError(e.to_string()))?;
-        let metrics = Arc::new(gamelake::metrics::Metrics::default());
-        let (pipeline, task, _) = gamelake::pipeline::start(&cfg, lake, metrics)
+        let (pipeline, task, _) = gamelake::pipeline::start(&cfg, lake, self.metrics.clone())
             .await
             .map_err(err)?;
         // A fixed ingest time keeps `_ingest_time` and `ingest_date` stable in expected output.
@@ -143,18 +144,30 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
     let fixtures = path.parent().unwrap().to_path_buf();
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = scratch.path().join("data");
+    let metrics = Arc::new(gamelake::metrics::Metrics::default());
     let make = {
         let data_dir = data_dir.clone();
         move || {
             let data_dir = data_dir.clone();
             let fixtures = fixtures.clone();
+            let metrics = metrics.clone();
             async move {
                 let lake = Lake::open(&data_dir.display().to_string())
                     .map_err(|e| SltError(e.to_string()))?;
+                let engine = QueryEngine::new(lake.clone());
+                engine.register_schema(
+                    "system",
+                    Arc::new(gamelake::system::SystemSchema {
+                        lake,
+                        metrics: metrics.clone(),
+                        queries: Arc::default(),
+                    }),
+                );
                 Ok::<_, SltError>(Db {
                     data_dir,
                     fixtures,
-                    engine: QueryEngine::new(lake),
+                    engine,
+                    metrics,
                 })
             }
         }

@@ -103,7 +103,6 @@ async fn make_durable(
     if parsed.lines() == 0 {
         return Ok(answer);
     }
-    let dead_reasons = parsed.dead_reasons.clone();
     let payload = record::encode(ingest_time_us, source, key, body);
     pipeline
         .submit(payload, parsed, body.len() as u64)
@@ -115,18 +114,6 @@ async fn make_durable(
             ),
             crate::pipeline::SubmitError::Wal(msg) => ApiError::new(ErrorCode::Internal, msg),
         })?;
-    let m = &pipeline.metrics;
-    use std::sync::atomic::Ordering::Relaxed;
-    m.ingest_bodies.fetch_add(1, Relaxed);
-    m.ingest_bytes.fetch_add(body.len() as u64, Relaxed);
-    m.ingest_lines_accepted
-        .fetch_add(answer.accepted as u64, Relaxed);
-    if !dead_reasons.is_empty() {
-        let mut dead = m.ingest_lines_dead.lock().expect("metrics lock");
-        for (reason, n) in dead_reasons {
-            *dead.entry(reason.to_string()).or_default() += n as u64;
-        }
-    }
     Ok(answer)
 }
 

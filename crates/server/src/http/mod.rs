@@ -30,6 +30,7 @@ pub struct AppState {
     pub query: QueryEngine,
     pub lake: Lake,
     pub live: Arc<Live>,
+    pub queries: Arc<crate::system::QueryLog>,
 }
 
 impl AppState {

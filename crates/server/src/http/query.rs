@@ -35,7 +35,7 @@ pub async fn post_query(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    super::auth::authorize(&state.config.keys, &headers, Role::Query)?;
+    let caller = super::auth::authorize(&state.config.keys, &headers, Role::Query)?;
     let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -47,13 +47,33 @@ pub async fn post_query(
     metrics
         .queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let result = state.query.sql(&req.sql).await;
+    let started_us = chrono::Utc::now().timestamp_micros();
+    let timeout = std::time::Duration::from_millis(state.config.query.timeout_ms);
+    let result = match tokio::time::timeout(timeout, state.query.sql(&req.sql)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the query ran longer than `query.timeout_ms` = {} ms and was cancelled",
+            state.config.query.timeout_ms
+        )),
+    };
     metrics.query_latency.observe(started.elapsed());
+    state.queries.record(crate::system::QueryRecord {
+        started_us,
+        source: "http",
+        user: caller.id.clone(),
+        sql: req.sql.clone(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        rows: result
+            .as_ref()
+            .ok()
+            .map(|(_, b)| b.iter().map(|b| b.num_rows() as u64).sum()),
+        error: result.as_ref().err().cloned(),
+    });
     let (schema, batches) = result.map_err(|e| {
         metrics
             .query_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ApiError::new(ErrorCode::BadQuery, format!("{e}"))
+        ApiError::new(ErrorCode::BadQuery, e)
     })?;
     let accept = headers
         .get(header::ACCEPT)

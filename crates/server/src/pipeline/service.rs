@@ -113,6 +113,7 @@ impl Pipeline {
         bytes: u64,
     ) -> Result<u64, SubmitError> {
         let (reply, answer) = oneshot::channel();
+        let (accepted, dead_reasons) = (parsed.accepted as u64, parsed.dead_reasons.clone());
         {
             let guard = self.tx.read().expect("sender lock");
             let Some(tx) = guard.as_ref() else {
@@ -137,7 +138,21 @@ impl Pipeline {
             }
         }
         match answer.await {
-            Ok(Ok(offset)) => Ok(offset),
+            Ok(Ok(offset)) => {
+                // Durable: count the body and its lines.
+                let m = &self.metrics;
+                m.ingest_bodies.fetch_add(1, Ordering::Relaxed);
+                m.ingest_bytes.fetch_add(bytes, Ordering::Relaxed);
+                m.ingest_lines_accepted
+                    .fetch_add(accepted, Ordering::Relaxed);
+                if !dead_reasons.is_empty() {
+                    let mut dead = m.ingest_lines_dead.lock().expect("metrics lock");
+                    for (reason, n) in dead_reasons {
+                        *dead.entry(reason.to_string()).or_default() += n as u64;
+                    }
+                }
+                Ok(offset)
+            }
             Ok(Err(e)) => {
                 self.metrics
                     .uncommitted_bytes

@@ -470,6 +470,22 @@ fn refuses_to_listen_beyond_loopback_without_keys() {
         err.contains("without API keys") && err.contains("http_addr"),
         "{err}"
     );
+    // The Postgres port follows the same rule.
+    let out = gamelake()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--pg-addr",
+            &format!("0.0.0.0:{}", crate::util::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without API keys") && err.contains("pg_addr"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,4 +6,5 @@ mod duckdb;
 mod evolution;
 mod ingest;
 mod loadgen;
+mod pg;
 mod util;

@@ -22,6 +22,8 @@ pub fn free_port() -> u16 {
 /// A running server.
 pub struct Server {
     pub child: Child,
+    /// The Postgres wire port.
+    pub pg_port: u16,
     pub dir: PathBuf,
     pub url: String,
     pub client: reqwest::Client,
@@ -62,7 +64,8 @@ impl Server {
             .args(command)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--http-addr", &format!("127.0.0.1:{port}"), "--config"])
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--pg-addr", "127.0.0.1:0", "--config"])
             .arg(&cfg_path)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -77,8 +80,11 @@ impl Server {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(line) => assert!(line.contains(&format!("http=127.0.0.1:{port}")), "{line}"),
+        let pg_port = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                assert!(line.contains(&format!("http=127.0.0.1:{port}")), "{line}");
+                line.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -86,8 +92,9 @@ impl Server {
                     std::fs::read_to_string(&stderr_path).unwrap_or_default()
                 );
             }
-        }
+        };
         Server {
+            pg_port,
             child,
             dir: data,
             url: format!("http://127.0.0.1:{port}"),

@@ -1,0 +1,297 @@
+//! The Postgres wire protocol on `pg_addr`: psql, JDBC and Python drivers and BI tools run SQL
+//! over the same catalog as `POST /v1/query`.
+//!
+//! The protocol, the `pg_catalog` tables and the type mapping are datafusion-postgres' (pgwire
+//! underneath); gamelake adds:
+//! - authentication: with API keys configured, SCRAM-SHA-256 where the user is a key's `id` and
+//!   the password its `secret`, for keys with the `query` or `admin` role; without keys, any user
+//!   is let in, and (as for HTTP) the address must be loopback;
+//! - read-only: statements that would create, change or drop anything are refused before they
+//!   run (DataFusion's own DDL/DML check on the planned statement);
+//! - cancellation (psql's Ctrl-C) through the connection manager.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
+use gamelake_lake::datafusion::common::ParamValues;
+use gamelake_lake::datafusion::logical_expr::LogicalPlan;
+use gamelake_lake::datafusion::prelude::{SQLOptions, SessionContext};
+use gamelake_lake::datafusion::sql::parser::Statement as DfStatement;
+use gamelake_lake::datafusion::sql::sqlparser::ast::Statement;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::results::Response;
+use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+
+use crate::config::{KeyConfig, Role};
+
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// Serves the protocol on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, ctx: SessionContext, keys: Vec<KeyConfig>) {
+    let handlers = Arc::new(Handlers::new(ctx, &keys));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a Postgres connection");
+                continue;
+            }
+        };
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%peer, error = %e, "Postgres connection ended with an error");
+            }
+        });
+    }
+}
+
+/// What `version()` answers: drivers and BI tools (SQLAlchemy among them) parse
+/// `PostgreSQL <major>.<minor>` out of it.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL 16.6 (gamelake {}, DataFusion query engine) on {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    )
+}
+
+/// Adds `pg_catalog` (and the functions drivers call when they connect) to the session, and a
+/// Postgres-shaped `version()`.
+pub fn setup_catalog(ctx: &SessionContext, catalog: &str) -> anyhow::Result<()> {
+    use gamelake_lake::datafusion::arrow::datatypes::DataType;
+    use gamelake_lake::datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
+    use gamelake_lake::datafusion::scalar::ScalarValue;
+    setup_pg_catalog(ctx, catalog, EmptyContextProvider)
+        .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+    let version = version_string();
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
+    ));
+    Ok(())
+}
+
+struct Handlers {
+    session: Arc<DfSessionService>,
+    connections: Arc<ConnectionManager>,
+    cancel: Arc<DefaultCancelHandler>,
+    auth: Option<Arc<KeyAuth>>,
+    parameters: Arc<DefaultServerParameterProvider>,
+}
+
+impl Handlers {
+    fn new(ctx: SessionContext, keys: &[KeyConfig]) -> Self {
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnly),
+            Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
+            Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
+            Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
+        ];
+        let connections = Arc::new(ConnectionManager::new());
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = format!("16.6 (gamelake {})", env!("CARGO_PKG_VERSION"));
+        parameters.search_path = gamelake_common::SCHEMA_SILVER.into();
+        parameters.is_superuser = false;
+        parameters.default_transaction_read_only = true;
+        Self {
+            session: Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks)),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            connections,
+            auth: (!keys.is_empty()).then(|| Arc::new(KeyAuth::new(keys))),
+            parameters: Arc::new(parameters),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    /// A new handler per connection: SASL keeps the exchange's state in it.
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(match &self.auth {
+            None => Startup::Open(Open(self.connections.clone())),
+            Some(auth) => Startup::Scram(Box::new(
+                SASLAuthStartupHandler::new(self.parameters.clone())
+                    .with_scram(ScramAuth::new(auth.clone()))
+                    .with_connection_manager(self.connections.clone()),
+            )),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// No keys configured: anyone who can reach the (loopback) address.
+struct Open(Arc<ConnectionManager>);
+
+impl NoopStartupHandler for Open {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.0.clone())
+    }
+}
+
+enum Startup {
+    Open(Open),
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Open(h) => h.on_startup(client, message).await,
+            Startup::Scram(h) => h.on_startup(client, message).await,
+        }
+    }
+}
+
+/// Users and SCRAM-salted passwords from the API keys that may query.
+#[derive(Debug)]
+struct KeyAuth {
+    users: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+impl KeyAuth {
+    fn new(keys: &[KeyConfig]) -> Self {
+        let users = keys
+            .iter()
+            .filter(|k| matches!(k.role, Role::Query | Role::Admin))
+            .map(|k| {
+                let salt: Vec<u8> = (0..16).map(|_| rand_byte()).collect();
+                let salted = gen_salted_password(&k.secret, &salt, SCRAM_ITERATIONS);
+                (k.id.clone(), salt, salted)
+            })
+            .collect();
+        Self { users }
+    }
+}
+
+/// A byte from the OS's random source (salts only; a failure falls back to the clock).
+fn rand_byte() -> u8 {
+    let mut b = [0u8; 1];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        b[0] = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u8)
+            .unwrap_or(7);
+    }
+    b[0]
+}
+
+#[async_trait]
+impl AuthSource for KeyAuth {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.users.iter().find(|(id, _, _)| id == user) {
+            Some((_, salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
+            None => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28P01".into(),
+                format!(
+                    "password authentication failed for user \"{user}\" (users are the ids of API keys with the query or admin role)"
+                ),
+            )))),
+        }
+    }
+}
+
+/// Refuses statements that would create, change or drop anything.
+struct ReadOnly;
+
+impl ReadOnly {
+    /// `Some(error)` when `statement` plans to DDL or DML. Statements DataFusion cannot plan
+    /// (`SET`, `BEGIN`, …) are left to the next hooks.
+    async fn check(statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
+        let plan = ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+            .await
+            .ok()?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(true);
+        options.verify_plan(&plan).err().map(|e| {
+            PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "25006".into(),
+                format!("gamelake serves tables read-only over SQL: {e}"),
+            )))
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &mut dyn datafusion_postgres::hooks::HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::check(statement, ctx).await.map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::check(statement, ctx).await.map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn datafusion_postgres::hooks::HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
+    }
+}

@@ -1,0 +1,316 @@
+//! The Postgres wire protocol with real clients: psql, psycopg (Python) and the PostgreSQL
+//! JDBC driver, against the real binary.
+//!
+//! psql comes from Debian's `postgresql-client`, the JDBC driver from
+//! `libpostgresql-jdbc-java` (`/usr/share/java/postgresql.jar`, run with Java 17), psycopg from
+//! PyPI in `GAMELAKE_TEST_PYTHON`; `.ci/run` installs them. Without them the tests fail under
+//! `CI=true` and are skipped with a note elsewhere.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::ingest::MIXED_BODY;
+use crate::util::{one, Server};
+
+const KEYS: &str = r#"
+[lake]
+commit_interval_ms = 200
+[[keys]]
+id = "ops"
+secret = "admin-secret-00001"
+role = "admin"
+[[keys]]
+id = "analyst"
+secret = "query-secret-00001"
+role = "query"
+[[keys]]
+id = "servers"
+secret = "ingest-secret-0001"
+role = "ingest"
+"#;
+
+fn have(cmd: &str, what: &str) -> bool {
+    let ok = Command::new(cmd)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("CI").is_err(), "CI must provide {what}");
+        eprintln!("skipping: no {what}");
+    }
+    ok
+}
+
+/// Runs psql with `args` against the server; (success, stdout + stderr).
+fn psql(s: &Server, user: &str, password: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &s.pg_port.to_string(),
+        "-U",
+        user,
+        "-d",
+        "gamelake",
+    ])
+    .args(["-X", "-v", "ON_ERROR_STOP=1", "--no-password"])
+    .args(args)
+    .env_remove("PGPASSWORD");
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd.output().expect("running psql");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn loaded(config: &str, key: Option<&str>) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_key(dir.path(), config, key);
+    assert_eq!(s.post_logs(MIXED_BODY, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM silver.payment", one(1))
+        .await;
+    s.wait_for("SELECT count(*) FROM silver.item", one(3)).await;
+    // Catalog listings see tables on the next refresh of table names (every 2 s).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    (dir, s)
+}
+
+#[tokio::test]
+async fn psql_lists_describes_queries_and_cannot_write() {
+    if !have("psql", "psql (postgresql-client)") {
+        return;
+    }
+    let (_dir, s) = loaded("[lake]\ncommit_interval_ms = 200\n", None).await;
+    let (ok, out) = psql(&s, "analyst", None, &["-c", r"\dt silver.*"]);
+    assert!(ok, "{out}");
+    for t in [
+        "payment",
+        "item",
+        "item_acquire",
+        "currency",
+        "combat",
+        "resource",
+    ] {
+        assert!(out.contains(&format!(" {t} ")), "\\dt lacks {t}:\n{out}");
+    }
+    let (ok, out) = psql(&s, "analyst", None, &["-c", r"\d silver.payment"]);
+    assert!(ok, "{out}");
+    for (col, ty) in [
+        ("price_krw", "bigint"),
+        ("store", "text"),
+        ("event_date", "date"),
+        ("event_time", "timestamp"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(col) && l.contains(ty)),
+            "\\d silver.payment: no {col} {ty}:\n{out}"
+        );
+    }
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        None,
+        &[
+            "-At",
+            "-c",
+            "SELECT account_id, price_krw, store, event_date FROM silver.payment",
+            "-c",
+            "SELECT count(*) FROM bronze.dead_letters",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "777|33000|google|2026-11-28\n4\n");
+    // Read-only: DDL and DML are refused with a message, and nothing changes.
+    for stmt in [
+        "CREATE TABLE silver.x AS SELECT 1 AS a",
+        "INSERT INTO silver.payment (account_id) VALUES (1)",
+        "CREATE SCHEMA scratch",
+    ] {
+        let (ok, out) = psql(&s, "analyst", None, &["-c", stmt]);
+        assert!(!ok && out.contains("read-only"), "{stmt}: {out}");
+    }
+    s.wait_for("SELECT count(*) FROM silver.payment", one(1))
+        .await;
+}
+
+#[tokio::test]
+async fn passwords_are_api_keys_and_wrong_ones_are_refused() {
+    if !have("psql", "psql (postgresql-client)") {
+        return;
+    }
+    let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        Some("query-secret-00001"),
+        &["-At", "-c", "SELECT count(*) FROM silver.item"],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "3\n");
+    for (user, password) in [
+        ("analyst", "query-secret-00002"),
+        ("servers", "ingest-secret-0001"),
+        ("nobody", "query-secret-00001"),
+    ] {
+        let (ok, out) = psql(&s, user, Some(password), &["-c", "SELECT 1"]);
+        assert!(
+            !ok && out
+                .to_lowercase()
+                .contains("password authentication failed"),
+            "{user}: {out}"
+        );
+    }
+    let (ok, out) = psql(&s, "analyst", None, &["-c", "SELECT 1"]);
+    assert!(!ok, "no password must not get in: {out}");
+}
+
+#[tokio::test]
+async fn psycopg_reads_types_and_binds_server_side_parameters() {
+    let Ok(python) = std::env::var("GAMELAKE_TEST_PYTHON") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide GAMELAKE_TEST_PYTHON with psycopg"
+        );
+        eprintln!("skipping: no GAMELAKE_TEST_PYTHON with psycopg");
+        return;
+    };
+    let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/pg_psycopg.py"
+        ))
+        .args([&s.pg_port.to_string(), "analyst", "query-secret-00001"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("PostgreSQL 16.6 (gamelake"),
+        "{v}"
+    );
+    let tables: Vec<&str> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for t in [
+        "bronze.raw_logs",
+        "bronze.dead_letters",
+        "silver.payment",
+        "silver.item",
+    ] {
+        assert!(tables.contains(&t), "{t} not in {tables:?}");
+    }
+    let p = &v["payment"];
+    assert_eq!(p["account_id"], serde_json::json!(["int", "777"]));
+    assert_eq!(p["price_krw"], serde_json::json!(["int", "33000"]));
+    assert_eq!(p["store"], serde_json::json!(["str", "google"]));
+    assert_eq!(p["event_date"], serde_json::json!(["date", "2026-11-28"]));
+    // 02:10:12.004 in Seoul is 17:10:12.004 UTC the day before, with its time zone.
+    assert_eq!(p["event_time"][0], "datetime");
+    assert!(
+        p["event_time"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-27 17:10:12.004"),
+        "{p}"
+    );
+    assert!(
+        p["event_time"][1].as_str().unwrap().ends_with("+00:00"),
+        "{p}"
+    );
+    assert_eq!(v["param"], serde_json::json!([1, 50012]));
+    assert_eq!(v["param_prepared"], serde_json::json!([3, 1, 1, 0]));
+    assert_eq!(
+        v["nulls"],
+        serde_json::json!([null, "p_1029384", true, 1.5])
+    );
+    assert_eq!(v["ddl"][0], "25006", "{v}");
+    assert!(
+        v["wrong_password"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn jdbc_lists_tables_reads_types_and_binds_parameters() {
+    let jar = "/usr/share/java/postgresql.jar";
+    if !std::path::Path::new(jar).exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide {jar} (libpostgresql-jdbc-java)"
+        );
+        eprintln!("skipping: no {jar}");
+        return;
+    }
+    let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
+    let out = Command::new("java")
+        .args(["-cp", jar])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/PgJdbc.java"
+        ))
+        .args([&s.pg_port.to_string(), "analyst", "query-secret-00001"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut columns = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f[0] {
+            "tables" => {
+                for t in ["silver.payment", "silver.item", "silver.combat"] {
+                    assert!(f[1].split(',').any(|x| x == t), "{t} not in {}", f[1]);
+                }
+            }
+            "column" => {
+                columns.insert(f[1].to_string(), (f[2].to_string(), f[3].to_string()));
+            }
+            "param" => assert_eq!(f[2], "1", "round {}: {line}", f[1]),
+            "wrong_password" => assert!(
+                f[1] == "28P01"
+                    && f[2]
+                        .to_lowercase()
+                        .contains("password authentication failed"),
+                "{line}"
+            ),
+            _ => panic!("unexpected line {line}"),
+        }
+    }
+    assert_eq!(columns["price_krw"], ("int8".into(), "Long:33000".into()));
+    assert_eq!(columns["store"], ("text".into(), "String:google".into()));
+    assert_eq!(
+        columns["event_date"],
+        ("date".into(), "Date:2026-11-28".into())
+    );
+    assert_eq!(columns["event_time"].0, "timestamptz");
+    assert_eq!(text.lines().filter(|l| l.starts_with("param")).count(), 6);
+}
