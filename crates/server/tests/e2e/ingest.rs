@@ -542,3 +542,64 @@ async fn demo_fills_every_tier_with_synthetic_traffic() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test]
+async fn large_results_stream_in_every_format_and_the_timeout_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), "[lake]\ncommit_interval_ms = 200\n");
+    let mut body = Vec::new();
+    let mut g = gamelake_loadgen::Generator::new(gamelake_loadgen::GenConfig {
+        seed: 11,
+        ..Default::default()
+    });
+    g.body(30_000, 1_764_300_000_000, &mut body);
+    assert_eq!(s.post_logs(body, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM bronze.raw_logs", one(30_000))
+        .await;
+    let fetch = |accept: &'static str| {
+        let req = s
+            .client
+            .post(format!("{}/v1/query", s.url))
+            .header("accept", accept)
+            .json(&serde_json::json!({"sql": "SELECT _offset, line FROM bronze.raw_logs"}));
+        async move { req.send().await.unwrap().bytes().await.unwrap() }
+    };
+    let nd = fetch("application/x-ndjson").await;
+    assert_eq!(
+        nd.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(),
+        30_000
+    );
+    let csv = fetch("text/csv").await;
+    let csv = String::from_utf8(csv.to_vec()).unwrap();
+    assert!(csv.starts_with("_offset,line\n"));
+    let json: serde_json::Value = serde_json::from_slice(&fetch("application/json").await).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 30_000);
+    assert_eq!(json["columns"][1]["name"], "line");
+    // Arrow IPC stream, read back with arrow's own reader.
+    let ipc = fetch("application/vnd.apache.arrow.stream").await;
+    let reader =
+        gamelake_lake::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+            .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 30_000);
+    // The query log counts the rows each streamed answer sent.
+    let logged = s
+        .query("SELECT rows FROM system.queries WHERE sql = 'SELECT _offset, line FROM bronze.raw_logs'")
+        .await;
+    assert_eq!(logged.len(), 4);
+    assert!(logged.iter().all(|r| r[0] == 30_000), "{logged:?}");
+    drop(s);
+
+    // A query running past `query.timeout_ms` is cancelled with an error that names the key.
+    let s = Server::start(dir.path(), "[query]\ntimeout_ms = 1\n");
+    let (status, err) = s
+        .try_query(
+            "SELECT count(*) FROM bronze.raw_logs a JOIN bronze.raw_logs b ON a._offset = b._offset",
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("query.timeout_ms"),
+        "{err}"
+    );
+}
