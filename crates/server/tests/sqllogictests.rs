@@ -90,8 +90,14 @@ impl sqllogictest::AsyncDB for Db {
             .map(|f| column_type(f.data_type()))
             .collect();
         let mut rows = Vec::new();
+        let data_dir = self.data_dir.display().to_string();
         for b in &batches {
-            rows.extend(format_rows(b).map_err(|e| SltError(e.to_string()))?);
+            let formatted = format_rows(b).map_err(|e| SltError(e.to_string()))?;
+            rows.extend(formatted.into_iter().map(|row| {
+                row.into_iter()
+                    .map(|cell| stable_paths(&cell, data_dir.trim_start_matches('/')))
+                    .collect::<Vec<_>>()
+            }));
         }
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
@@ -100,6 +106,28 @@ impl sqllogictest::AsyncDB for Db {
     }
 
     async fn shutdown(&mut self) {}
+}
+
+/// Plans name files by path; golden files must not depend on the temp dir or the random part
+/// of file names: `<tmp>/data/silver/item/event_date=D/part-00000-<uuid>-c000.zstd.parquet`
+/// becomes `<data>/silver/item/event_date=D/part-*.parquet`.
+fn stable_paths(cell: &str, data_dir: &str) -> String {
+    let text = cell.replace(data_dir, "<data>");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("part-") {
+        out.push_str(&rest[..start + 5]);
+        rest = &rest[start + 5..];
+        match rest.find(".parquet") {
+            Some(end) if !rest[..end].contains([' ', ',', ']']) => {
+                out.push_str("*.parquet");
+                rest = &rest[end + 8..];
+            }
+            _ => {}
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn column_type(dt: &gamelake_lake::arrow::datatypes::DataType) -> DefaultColumnType {
