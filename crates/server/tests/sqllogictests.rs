@@ -93,11 +93,20 @@ impl sqllogictest::AsyncDB for Db {
         let data_dir = self.data_dir.display().to_string();
         for b in &batches {
             let formatted = format_rows(b).map_err(|e| SltError(e.to_string()))?;
-            rows.extend(formatted.into_iter().map(|row| {
-                row.into_iter()
-                    .map(|cell| stable_paths(&cell, data_dir.trim_start_matches('/')))
-                    .collect::<Vec<_>>()
-            }));
+            for row in formatted {
+                let row: Vec<String> = row
+                    .into_iter()
+                    .map(|cell| stable_paths(cell.trim_end(), data_dir.trim_start_matches('/')))
+                    .collect();
+                // A multi-line cell (a plan) becomes one result line per text line, as the
+                // file shows it.
+                let joined = row.join(" ");
+                if joined.contains('\n') {
+                    rows.extend(joined.lines().map(|l| vec![l.to_string()]));
+                } else {
+                    rows.push(row);
+                }
+            }
         }
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
