@@ -27,17 +27,8 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
         ..gamelake_loadgen::LoadConfig::new(s.url.clone())
     }));
     // Kill while the client streams: after some bodies are acknowledged, mid-stream.
-    let metrics_url = format!("{}/metrics", s.url);
     loop {
-        let m = s
-            .client
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = s.metrics().await;
         let committed = m.lines().find(|l| {
             l.starts_with("gamelake_table_rows_committed_total{table=\"bronze.raw_logs\"}")
         });

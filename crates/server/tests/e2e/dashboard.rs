@@ -135,15 +135,7 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
         crate::util::one(2 * (accepted + dead) as i64),
     )
     .await;
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     let mut child = Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

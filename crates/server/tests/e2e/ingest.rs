@@ -169,15 +169,7 @@ async fn mixed_formats_land_in_their_tables_with_exact_counts() {
             200
         );
     }
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("gamelake_ingest_lines_total{outcome=\"accepted\"} 24"),
         "{metrics}"
@@ -455,37 +447,21 @@ role = "query"
 #[test]
 fn refuses_to_listen_beyond_loopback_without_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let out = gamelake()
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--http-addr",
-            &format!("0.0.0.0:{}", crate::util::free_port()),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("without API keys") && err.contains("http_addr"),
-        "{err}"
-    );
-    // The Postgres port follows the same rule.
-    let out = gamelake()
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--pg-addr",
-            &format!("0.0.0.0:{}", crate::util::free_port()),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("without API keys") && err.contains("pg_addr"),
-        "{err}"
-    );
+    // The HTTP and the Postgres port follow the same rule.
+    for (flag, key) in [("--http-addr", "http_addr"), ("--pg-addr", "pg_addr")] {
+        let out = gamelake()
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([flag, &format!("0.0.0.0:{}", crate::util::free_port())])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("without API keys") && err.contains(key),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -130,6 +130,12 @@ impl Server {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let req = self.client.get(format!("{}/metrics", self.url));
+        req.send().await.unwrap().text().await.unwrap()
+    }
+
     /// `GET /v1/tables` as JSON.
     pub async fn tables(&self) -> Value {
         let resp = self
