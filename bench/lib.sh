@@ -4,8 +4,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gamelake-target}"
 PROFILE=${PROFILE:-release}
-cargo build --profile "$PROFILE" -p gamelake >/dev/null 2>&1 || cargo build --profile "$PROFILE" -p gamelake
-BIN="$CARGO_TARGET_DIR/$PROFILE/gamelake"
+# `BIN=path/to/gamelake` skips the build (e.g. to try a script with the debug binary).
+if [ -z "${BIN:-}" ]; then
+  cargo build --profile "$PROFILE" -p gamelake >/dev/null 2>&1 || cargo build --profile "$PROFILE" -p gamelake
+  BIN="$CARGO_TARGET_DIR/$PROFILE/gamelake"
+fi
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
