@@ -135,7 +135,17 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
         crate::util::one(2 * (accepted + dead) as i64),
     )
     .await;
-    let text = s.metrics().await;
+    // The table's metrics are updated just after its commit lands: wait for them too.
+    let committed = format!(
+        "gamelake_table_rows_committed_total{{table=\"bronze.raw_logs\"}} {}\n",
+        2 * (accepted + dead)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut text = s.metrics().await;
+    while !text.contains(&committed) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = s.metrics().await;
+    }
     let mut child = Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
