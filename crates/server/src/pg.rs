@@ -197,7 +197,7 @@ impl KeyAuth {
             .iter()
             .filter(|k| matches!(k.role, Role::Query | Role::Admin))
             .map(|k| {
-                let salt: Vec<u8> = (0..16).map(|_| rand_byte()).collect();
+                let salt = random_salt();
                 let salted = gen_salted_password(&k.secret, &salt, SCRAM_ITERATIONS);
                 (k.id.clone(), salt, salted)
             })
@@ -206,19 +206,20 @@ impl KeyAuth {
     }
 }
 
-/// A byte from the OS's random source (salts only; a failure falls back to the clock).
-fn rand_byte() -> u8 {
-    let mut b = [0u8; 1];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        b[0] = std::time::SystemTime::now()
+/// 16 bytes from the OS's random source for a SCRAM salt (the clock if it cannot be read:
+/// a salt must be unique, not secret).
+fn random_salt() -> Vec<u8> {
+    let mut salt = vec![0u8; 16];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut salt));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u8)
+            .map(|d| d.as_nanos())
             .unwrap_or(7);
+        salt.copy_from_slice(&nanos.to_le_bytes());
     }
-    b[0]
+    salt
 }
 
 #[async_trait]
