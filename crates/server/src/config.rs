@@ -115,6 +115,16 @@ impl Default for LakeConfig {
     }
 }
 
+/// The Postgres wire port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgConfig {
+    /// PEM certificate chain; with `tls_key`, clients may connect with TLS (`sslmode=require`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
 /// Guard rails of SQL queries (HTTP, Postgres wire, dashboard).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -170,6 +180,7 @@ pub struct ConfigFile {
     pub ingest: IngestConfig,
     pub lake: LakeConfig,
     pub query: QueryConfig,
+    pub pg: PgConfig,
     pub wal: WalConfig,
     pub keys: Vec<KeyConfig>,
 }
@@ -184,6 +195,7 @@ impl Default for ConfigFile {
             ingest: IngestConfig::default(),
             lake: LakeConfig::default(),
             query: QueryConfig::default(),
+            pg: PgConfig::default(),
             wal: WalConfig::default(),
             keys: Vec::new(),
         }
@@ -201,6 +213,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub lake: LakeConfig,
     pub query: QueryConfig,
+    pub pg: PgConfig,
     pub wal: WalConfig,
     pub keys: Vec<KeyConfig>,
 }
@@ -310,6 +323,11 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
     if file.lake.commit_interval_ms == 0 {
         bail!("`lake.commit_interval_ms` must be positive");
     }
+    match (&file.pg.tls_cert, &file.pg.tls_key) {
+        (Some(_), None) => bail!("`pg.tls_cert` is set without `pg.tls_key`"),
+        (None, Some(_)) => bail!("`pg.tls_key` is set without `pg.tls_cert`"),
+        _ => {}
+    }
     if file.query.timeout_ms == 0 {
         bail!("`query.timeout_ms` must be positive");
     }
@@ -377,6 +395,7 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
         ingest: file.ingest,
         lake: file.lake,
         query: file.query,
+        pg: file.pg,
         wal: file.wal,
         keys: file.keys,
     })

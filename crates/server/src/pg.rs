@@ -8,10 +8,14 @@
 //!   is let in, and (as for HTTP) the address must be loopback;
 //! - read-only: statements that would create, change or drop anything are refused before they
 //!   run (DataFusion's own DDL/DML check on the planned statement);
-//! - cancellation (psql's Ctrl-C) through the connection manager.
+//! - cancellation (psql's Ctrl-C) through the connection manager;
+//! - TLS when `pg.tls_cert` and `pg.tls_key` are set (clients may still connect without it).
 
 use std::fmt::Debug;
+use std::path::Path;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use async_trait::async_trait;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -35,14 +39,50 @@ use pgwire::api::results::Response;
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::tokio_rustls::TlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::config::{KeyConfig, Role};
 
 const SCRAM_ITERATIONS: usize = 4096;
 
+/// TLS for the port from `pg.tls_cert` and `pg.tls_key` (PEM files).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    use pgwire::tokio::tokio_rustls::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "`pg.tls_cert`: reading PEM certificates from `{}`",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!("`pg.tls_cert`: no certificate in `{}`", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "`pg.tls_key`: reading a PEM private key from `{}`",
+            key.display()
+        )
+    })?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("`pg.tls_cert` / `pg.tls_key`: the key does not fit the certificate")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Serves the protocol on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, ctx: SessionContext, keys: Vec<KeyConfig>) {
+pub async fn serve(
+    listener: TcpListener,
+    ctx: SessionContext,
+    keys: Vec<KeyConfig>,
+    tls: Option<TlsAcceptor>,
+) {
     let handlers = Arc::new(Handlers::new(ctx, &keys));
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -52,9 +92,9 @@ pub async fn serve(listener: TcpListener, ctx: SessionContext, keys: Vec<KeyConf
                 continue;
             }
         };
-        let handlers = handlers.clone();
+        let (handlers, tls) = (handlers.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%peer, error = %e, "Postgres connection ended with an error");
             }
         });

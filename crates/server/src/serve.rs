@@ -51,10 +51,15 @@ pub async fn run(
     let pg_addr = pg_listener
         .local_addr()
         .context("reading the Postgres listen address")?;
+    let tls = match (&cfg.pg.tls_cert, &cfg.pg.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::pg::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let pg = tokio::spawn(crate::pg::serve(
         pg_listener,
         query.context().clone(),
         cfg.keys.clone(),
+        tls,
     ));
     // Table names for catalog listings (`\dt`, information_schema, pg_catalog); queries
     // themselves resolve tables when they run.

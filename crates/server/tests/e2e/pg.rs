@@ -32,8 +32,14 @@ role = "ingest"
 "#;
 
 fn have(cmd: &str, what: &str) -> bool {
+    // `openssl` takes `version`, the others `--version`.
+    let arg = if cmd == "openssl" {
+        "version"
+    } else {
+        "--version"
+    };
     let ok = Command::new(cmd)
-        .arg("--version")
+        .arg(arg)
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
@@ -313,4 +319,71 @@ async fn jdbc_lists_tables_reads_types_and_binds_parameters() {
     );
     assert_eq!(columns["event_time"].0, "timestamptz");
     assert_eq!(text.lines().filter(|l| l.starts_with("param")).count(), 6);
+}
+
+#[tokio::test]
+async fn tls_from_the_config_carries_psql_sessions() {
+    if !have("psql", "psql (postgresql-client)") || !have("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let config = format!(
+        "{KEYS}\n[pg]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let s = Server::start_with_key(dir.path(), &config, Some("admin-secret-00001"));
+    let conn = |mode: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=analyst dbname=gamelake sslmode={mode}",
+            s.pg_port
+        )
+    };
+    // `sslmode=require` fails against a server without TLS; here it connects, and the
+    // session reports TLS.
+    let out = Command::new("psql")
+        .arg(conn("require"))
+        .args(["-X", "-At", "-c", "SELECT 1", "-c", r"\conninfo"])
+        .env("PGPASSWORD", "query-secret-00001")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("1\n") && text.contains("SSL connection"),
+        "{text}"
+    );
+    drop(s);
+
+    // A key file that is not there refuses to start, naming the key.
+    std::fs::remove_file(&key).unwrap();
+    let out = crate::util::gamelake()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(dir.path().join("gamelake.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg.tls_key"), "{err}");
 }
