@@ -356,17 +356,16 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
             bail!("`keys` entry `{}`: `secret` is used by another key", key.id);
         }
     }
-    if file.keys.is_empty() && !http_addr.ip().is_loopback() {
-        bail!(
-            "refusing to listen on `http_addr` = {http_addr} without API keys: anyone could write and read the data; \
-             add `[[keys]]` to the config or listen on 127.0.0.1"
-        );
-    }
-    if file.keys.is_empty() && !pg_addr.ip().is_loopback() {
-        bail!(
-            "refusing to listen on `pg_addr` = {pg_addr} without API keys: anyone could read the data; \
-             add `[[keys]]` to the config or listen on 127.0.0.1"
-        );
+    for (key, addr, risk) in [
+        ("http_addr", http_addr, "write and read"),
+        ("pg_addr", pg_addr, "read"),
+    ] {
+        if file.keys.is_empty() && !addr.ip().is_loopback() {
+            bail!(
+                "refusing to listen on `{key}` = {addr} without API keys: anyone could {risk} the data; \
+                 add `[[keys]]` to the config or listen on 127.0.0.1"
+            );
+        }
     }
     let wal_dir = match &file.wal.dir {
         Some(d) => d.clone(),

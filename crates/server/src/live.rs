@@ -193,8 +193,6 @@ fn point(last: &Reading, now: &Reading, secs: f64, m: &Metrics) -> Point {
         .zip(last.ack_buckets.iter().chain(std::iter::repeat(&0)))
         .map(|(n, l)| n.saturating_sub(*l))
         .collect();
-    let next = m.wal_next_offset.load(Ordering::Relaxed);
-    let committed = m.wal_committed_offset.load(Ordering::Relaxed);
     Point {
         t: chrono::Utc::now().timestamp_millis(),
         events_per_s: rate(last.lines, now.lines),
@@ -203,7 +201,7 @@ fn point(last: &Reading, now: &Reading, secs: f64, m: &Metrics) -> Point {
         ack_p50_ms: crate::metrics::bucket_quantile(&second, 0.5).map(|s| s * 1000.0),
         ack_p99_ms: crate::metrics::bucket_quantile(&second, 0.99).map(|s| s * 1000.0),
         uncommitted_bytes: m.uncommitted_bytes.load(Ordering::Relaxed),
-        wal_lag_records: next.saturating_sub(committed.saturating_add(1).min(next)),
+        wal_lag_records: m.wal_lag_records(),
         queries_per_s: rate(last.queries, now.queries),
         by_table: now
             .by_table

@@ -134,6 +134,18 @@ impl Metrics {
         }
     }
 
+    /// WAL records written but not committed by a table whose last committed offset is
+    /// `committed` (`None`: nothing committed yet).
+    pub fn wal_records_behind(&self, committed: Option<u64>) -> u64 {
+        let next = self.wal_next_offset.load(Ordering::Relaxed);
+        next.saturating_sub(committed.map_or(0, |o| o + 1))
+    }
+
+    /// [`Metrics::wal_records_behind`] of the slowest table (the all-tables watermark).
+    pub fn wal_lag_records(&self) -> u64 {
+        self.wal_records_behind(Some(self.wal_committed_offset.load(Ordering::Relaxed)))
+    }
+
     pub fn count_request(&self, route: &'static str, status: u16) {
         *self
             .http_requests

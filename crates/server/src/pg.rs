@@ -28,6 +28,7 @@ use gamelake_lake::datafusion::logical_expr::LogicalPlan;
 use gamelake_lake::datafusion::prelude::{SQLOptions, SessionContext};
 use gamelake_lake::datafusion::sql::parser::Statement as DfStatement;
 use gamelake_lake::datafusion::sql::sqlparser::ast::Statement;
+use gamelake_lake::QueryEngine;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -79,11 +80,11 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 /// Serves the protocol on `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
-    ctx: SessionContext,
+    engine: QueryEngine,
     keys: Vec<KeyConfig>,
     tls: Option<TlsAcceptor>,
 ) {
-    let handlers = Arc::new(Handlers::new(ctx, &keys));
+    let handlers = Arc::new(Handlers::new(engine, &keys));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -143,9 +144,10 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(ctx: SessionContext, keys: &[KeyConfig]) -> Self {
+    fn new(engine: QueryEngine, keys: &[KeyConfig]) -> Self {
+        let ctx = engine.context().clone();
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(ReadOnly),
+            Arc::new(BeforePlanning(engine)),
             Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
             Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
             Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),
@@ -279,13 +281,19 @@ impl AuthSource for KeyAuth {
     }
 }
 
-/// Refuses statements that would create, change or drop anything.
-struct ReadOnly;
+/// What every statement goes through before DataFusion plans it: the lake's tables are
+/// re-listed (as `QueryEngine::plan` does for HTTP queries, so `\dt`, information_schema and
+/// pg_catalog show new tables at once), and statements that would create, change or drop
+/// anything are refused.
+struct BeforePlanning(QueryEngine);
 
-impl ReadOnly {
+impl BeforePlanning {
     /// `Some(error)` when `statement` plans to DDL or DML. Statements DataFusion cannot plan
     /// (`SET`, `BEGIN`, …) are left to the next hooks.
-    async fn check(statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
+    async fn check(&self, statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
+        if let Err(e) = self.0.refresh().await {
+            tracing::warn!(error = %e, "listing tables");
+        }
         let plan = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
@@ -306,14 +314,14 @@ impl ReadOnly {
 }
 
 #[async_trait]
-impl QueryHook for ReadOnly {
+impl QueryHook for BeforePlanning {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
         ctx: &SessionContext,
         _client: &mut dyn datafusion_postgres::hooks::HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Self::check(statement, ctx).await.map(Err)
+        self.check(statement, ctx).await.map(Err)
     }
 
     async fn handle_extended_parse_query(
@@ -322,7 +330,7 @@ impl QueryHook for ReadOnly {
         ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        Self::check(statement, ctx).await.map(Err)
+        self.check(statement, ctx).await.map(Err)
     }
 
     async fn handle_extended_query(

@@ -57,23 +57,10 @@ pub async fn run(
     };
     let pg = tokio::spawn(crate::pg::serve(
         pg_listener,
-        query.context().clone(),
+        query.clone(),
         cfg.keys.clone(),
         tls,
     ));
-    // Table names for catalog listings (`\dt`, information_schema, pg_catalog); queries
-    // themselves resolve tables when they run.
-    let names = {
-        let query = query.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = query.refresh().await {
-                    tracing::warn!(error = %e, "listing tables");
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        })
-    };
     let sampler = tokio::spawn(live.clone().run(
         metrics.clone(),
         lake.clone(),
@@ -129,7 +116,6 @@ pub async fn run(
     }
     sampler.abort();
     pg.abort();
-    names.abort();
     tracing::info!("draining: committing what the write-ahead log holds");
     pipeline.close();
     task.join().await?;

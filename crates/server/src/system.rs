@@ -160,9 +160,7 @@ impl SystemSchema {
             errors.push(Some(c.errors));
             seconds.push(Some(c.seconds));
             committed.push(c.committed_offset);
-            lag.push(Some(
-                next.saturating_sub(c.committed_offset.map_or(0, |o| o + 1)),
-            ));
+            lag.push(Some(m.wal_records_behind(c.committed_offset)));
         }
         let watermark = m.wal_committed_offset.load(Ordering::Relaxed);
         table.push("*");
@@ -172,7 +170,7 @@ impl SystemSchema {
         errors.push(None);
         seconds.push(None);
         committed.push(Some(watermark));
-        lag.push(Some(next.saturating_sub(watermark + 1)));
+        lag.push(Some(m.wal_lag_records()));
         batch(
             vec![
                 field("table_name", DataType::Utf8, false),

@@ -69,65 +69,57 @@ pub async fn post_query(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let format = Format::from_accept(accept);
-    let schema = stream.schema();
-    let head = format.head(&schema).map_err(|e| run.fail(e.to_string()))?;
+    let (encoder, head) = Encoder::new(Format::from_accept(accept), stream.schema())
+        .map_err(|e| run.fail(format!("encoding the result: {e}")))?;
+    let content_type = encoder.format.content_type();
     // Rows go out batch by batch as the engine produces them; an error or the timeout after
     // the first byte ends the body early (the client sees a truncated answer, and the query
     // log and metrics record the error).
-    let body = futures::stream::unfold(
-        (Some(stream), run, format, schema, Some(head), false),
-        move |(mut stream, mut run, format, schema, head, mut first_done)| async move {
-            if let Some(h) = head {
-                return Some((Ok(h), (stream, run, format, schema, None, first_done)));
+    let sending = Sending {
+        rows: Some(stream),
+        run,
+        encoder,
+        head: Some(head),
+    };
+    let body = futures::stream::unfold(sending, move |mut s| async move {
+        if let Some(head) = s.head.take() {
+            return Some((Ok(head), s));
+        }
+        let rows = s.rows.as_mut()?;
+        let encoded = match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(Ok(batch))) => {
+                s.run.rows += batch.num_rows() as u64;
+                s.encoder.batch(&batch)
             }
-            let s = stream.as_mut()?;
-            match tokio::time::timeout_at(deadline, s.next()).await {
-                Ok(Some(Ok(batch))) => {
-                    run.rows += batch.num_rows() as u64;
-                    match format.batch(&schema, &batch, !first_done) {
-                        Ok(bytes) => {
-                            first_done |= batch.num_rows() > 0;
-                            Some((Ok(bytes), (stream, run, format, schema, None, first_done)))
-                        }
-                        Err(e) => {
-                            let msg = format!("encoding the result: {e}");
-                            run.error = Some(msg.clone());
-                            Some((
-                                Err(std::io::Error::other(msg)),
-                                (None, run, format, schema, None, first_done),
-                            ))
-                        }
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    run.error = Some(e.to_string());
-                    Some((
-                        Err(std::io::Error::other(e.to_string())),
-                        (None, run, format, schema, None, first_done),
-                    ))
-                }
-                Ok(None) => {
-                    let tail = format.tail();
-                    Some((Ok(tail), (None, run, format, schema, None, first_done)))
-                }
-                Err(_) => {
-                    let msg = run.timeout_message();
-                    run.error = Some(msg.clone());
-                    Some((
-                        Err(std::io::Error::other(msg)),
-                        (None, run, format, schema, None, first_done),
-                    ))
-                }
+            Ok(Some(Err(e))) => Err(e.to_string()),
+            Ok(None) => {
+                s.rows = None;
+                s.encoder.finish()
             }
-        },
-    );
+            Err(_) => Err(s.run.timeout_message()),
+        };
+        match encoded {
+            Ok(bytes) => Some((Ok(bytes), s)),
+            Err(msg) => {
+                s.rows = None;
+                s.run.error = Some(msg.clone());
+                Some((Err(std::io::Error::other(msg)), s))
+            }
+        }
+    });
     let mut r = axum::body::Body::from_stream(body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(r)
+}
+
+/// The state of a streamed answer: the rows still to come, the query's record, the encoder,
+/// and the head (column list, CSV header, Arrow schema) until it is sent.
+struct Sending {
+    rows: Option<gamelake_lake::datafusion::execution::SendableRecordBatchStream>,
+    run: Run,
+    encoder: Encoder,
+    head: Option<axum::body::Bytes>,
 }
 
 /// One query of the API: recorded in `system.queries` and the metrics when it ends (its
@@ -208,85 +200,102 @@ impl Format {
             Format::Arrow => "application/vnd.apache.arrow.stream",
         }
     }
+}
 
-    /// What goes before the rows: JSON's column list, CSV's header, Arrow's schema message.
-    fn head(self, schema: &SchemaRef) -> Arrow<axum::body::Bytes> {
-        Ok(match self {
+/// Encodes one answer as it streams; Arrow IPC keeps one stream writer for the whole answer.
+struct Encoder {
+    format: Format,
+    schema: SchemaRef,
+    arrow: Option<gamelake_lake::arrow::ipc::writer::StreamWriter<Vec<u8>>>,
+    /// Whether a JSON row went out (the next one needs a comma).
+    rows_sent: bool,
+}
+
+impl Encoder {
+    /// The encoder and what goes before the rows: JSON's column list, CSV's header, Arrow's
+    /// schema message.
+    fn new(format: Format, schema: SchemaRef) -> Arrow<(Self, axum::body::Bytes)> {
+        let mut arrow = None;
+        let head: Vec<u8> = match format {
             Format::Json => {
                 let columns: Vec<Value> = schema
                     .fields()
                     .iter()
                     .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
                     .collect();
-                format!("{{\"columns\":{},\"rows\":[", Value::Array(columns)).into()
+                format!("{{\"columns\":{},\"rows\":[", Value::Array(columns)).into_bytes()
             }
-            Format::Ndjson => axum::body::Bytes::new(),
+            Format::Ndjson => Vec::new(),
             Format::Csv => {
                 let mut out = Vec::new();
                 gamelake_lake::arrow::csv::WriterBuilder::new()
                     .with_header(true)
                     .build(&mut out)
                     .write(&RecordBatch::new_empty(schema.clone()))?;
-                out.into()
+                out
             }
             Format::Arrow => {
                 let mut w =
-                    gamelake_lake::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?;
-                w.flush()?;
-                std::mem::take(w.get_mut()).into()
+                    gamelake_lake::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)?;
+                let head = std::mem::take(w.get_mut());
+                arrow = Some(w);
+                head
             }
-        })
+        };
+        let encoder = Self {
+            format,
+            schema,
+            arrow,
+            rows_sent: false,
+        };
+        Ok((encoder, head.into()))
     }
 
-    /// One batch of rows; `first` when no row was sent before (JSON's separators).
-    fn batch(
-        self,
-        schema: &SchemaRef,
-        batch: &RecordBatch,
-        first: bool,
-    ) -> Arrow<axum::body::Bytes> {
+    /// One batch of rows.
+    fn batch(&mut self, batch: &RecordBatch) -> Result<axum::body::Bytes, String> {
+        let encoding =
+            |e: gamelake_lake::arrow::error::ArrowError| format!("encoding the result: {e}");
         let mut out = Vec::new();
-        match self {
+        match self.format {
             Format::Json => {
-                let cols = json_columns(batch)?;
+                let cols = json_columns(batch).map_err(encoding)?;
                 for row in 0..batch.num_rows() {
-                    if row > 0 || !first {
+                    if self.rows_sent {
                         out.push(b',');
                     }
+                    self.rows_sent = true;
                     let values: Vec<Value> = cols.iter().map(|c| c[row].clone()).collect();
-                    serde_json::to_writer(&mut out, &values).map_err(|e| {
-                        gamelake_lake::arrow::error::ArrowError::ExternalError(e.into())
-                    })?;
+                    serde_json::to_writer(&mut out, &values)
+                        .map_err(|e| format!("encoding the result: {e}"))?;
                 }
             }
-            Format::Ndjson => write_ndjson(&mut out, schema, std::slice::from_ref(batch))?,
+            Format::Ndjson => write_ndjson(&mut out, &self.schema, std::slice::from_ref(batch))
+                .map_err(encoding)?,
             Format::Csv => gamelake_lake::arrow::csv::WriterBuilder::new()
                 .with_header(false)
                 .build(&mut out)
-                .write(batch)?,
+                .write(batch)
+                .map_err(encoding)?,
             Format::Arrow => {
-                // A stream message per batch: the schema went in `head`, so write the batch
-                // with an IPC encoder that skips it.
-                let mut w =
-                    gamelake_lake::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?;
-                w.flush()?;
-                let schema_len = w.get_ref().len();
-                w.write(batch)?;
-                w.flush()?;
-                out = w.get_ref()[schema_len..].to_vec();
+                let w = self.arrow.as_mut().expect("an Arrow answer has its writer");
+                w.write(batch).map_err(encoding)?;
+                out = std::mem::take(w.get_mut());
             }
         }
         Ok(out.into())
     }
 
-    /// What closes the body.
-    fn tail(self) -> axum::body::Bytes {
-        match self {
-            Format::Json => "]}".into(),
-            // The end-of-stream marker: continuation + zero length.
-            Format::Arrow => vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0].into(),
-            Format::Ndjson | Format::Csv => axum::body::Bytes::new(),
-        }
+    /// What closes the answer: JSON's brackets, Arrow's end-of-stream marker.
+    fn finish(&mut self) -> Result<axum::body::Bytes, String> {
+        Ok(match (self.format, self.arrow.as_mut()) {
+            (Format::Json, _) => "]}".into(),
+            (Format::Arrow, Some(w)) => {
+                w.finish()
+                    .map_err(|e| format!("encoding the result: {e}"))?;
+                std::mem::take(w.get_mut()).into()
+            }
+            _ => axum::body::Bytes::new(),
+        })
     }
 }
 

@@ -13,12 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ingest::MIXED_BODY;
-use crate::util::Server;
-
-fn skip_or_fail(what: &str) {
-    assert!(std::env::var("CI").is_err(), "CI must provide {what}");
-    eprintln!("skipping: no {what}");
-}
+use crate::util::{missing, Server};
 
 fn number(text: &str) -> f64 {
     text.chars()
@@ -33,7 +28,7 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
     let node_path = std::env::var("GAMELAKE_TEST_NODE_PATH").ok();
     let chromium = std::env::var("GAMELAKE_TEST_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
     let Some(node_path) = node_path.filter(|_| std::path::Path::new(&chromium).exists()) else {
-        return skip_or_fail("GAMELAKE_TEST_NODE_PATH (playwright-core) and Chromium");
+        return missing("GAMELAKE_TEST_NODE_PATH (playwright-core) and Chromium");
     };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "[lake]\ncommit_interval_ms = 300\n");
@@ -112,7 +107,7 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
     let Ok(python) = std::env::var("GAMELAKE_TEST_PYTHON") else {
-        return skip_or_fail("GAMELAKE_TEST_PYTHON with prometheus_client");
+        return missing("GAMELAKE_TEST_PYTHON with prometheus_client");
     };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "[lake]\ncommit_interval_ms = 200\n");

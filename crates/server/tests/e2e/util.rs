@@ -10,6 +10,13 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gamelake");
 
+/// A test's outside tool (`what`) is missing: under `CI=true` that fails the test (CI must
+/// install it), elsewhere the test is skipped with a note. Call it and return.
+pub fn missing(what: &str) {
+    assert!(std::env::var("CI").is_err(), "CI must provide {what}");
+    eprintln!("skipping: no {what}");
+}
+
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
