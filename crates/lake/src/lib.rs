@@ -21,9 +21,10 @@ pub mod sink;
 pub mod storage;
 pub mod unify;
 
+pub use deltalake;
 pub use deltalake::arrow;
 pub use deltalake::datafusion;
 pub use error::LakeError;
 pub use query::QueryEngine;
 pub use sink::{CommitSummary, DeltaSink, TableSink};
-pub use storage::{Lake, TableId, TableInfo};
+pub use storage::{FileInfo, Lake, TableId, TableInfo};

@@ -199,3 +199,39 @@ impl TableSink for DeltaSink {
         })
     }
 }
+
+/// Replaces the rows of `table` that match `predicate` (a partition, e.g.
+/// `event_date = '2026-11-28'`) with `batches` in one commit, creating the table partitioned
+/// by `partition_columns` if needed. Rows outside the predicate make the commit fail. Returns
+/// the new version.
+pub async fn replace_partition(
+    lake: &Lake,
+    id: &TableId,
+    batches: Vec<RecordBatch>,
+    partition_columns: &[String],
+    predicate: &str,
+    metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
+) -> Result<u64, LakeError> {
+    let delta = |source| LakeError::Delta {
+        table: id.to_string(),
+        source,
+    };
+    let commit = CommitProperties::default()
+        .with_metadata(metadata)
+        .with_max_retries(10);
+    let existing = lake.load(id).await?;
+    let builder = match existing {
+        Some(table) => table
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(predicate.to_string()),
+        None => lake.unloaded(id)?.write(batches).with_save_mode(SaveMode::Append),
+    };
+    let table = builder
+        .with_schema_mode(SchemaMode::Merge)
+        .with_partition_columns(partition_columns.to_vec())
+        .with_commit_properties(commit)
+        .await
+        .map_err(delta)?;
+    Ok(table.version().unwrap_or(0))
+}

@@ -218,6 +218,42 @@ impl Lake {
     }
 }
 
+/// One data file of a table's current snapshot.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Milliseconds since the epoch.
+    pub modified_ms: i64,
+    /// Partition column → value (`None`: null).
+    pub partition: std::collections::HashMap<String, Option<String>>,
+}
+
+impl Lake {
+    /// The data files of a table's latest snapshot (empty if the table does not exist).
+    pub async fn files(&self, id: &TableId) -> Result<Vec<FileInfo>, LakeError> {
+        let Some(table) = self.load(id).await? else {
+            return Ok(Vec::new());
+        };
+        let snapshot = table.snapshot().map_err(|source| LakeError::Delta {
+            table: id.to_string(),
+            source,
+        })?;
+        Ok(snapshot
+            .log_data()
+            .iter()
+            .map(|f| FileInfo {
+                path: f.path().to_string(),
+                bytes: f.size() as u64,
+                rows: f.num_records().unwrap_or(0) as u64,
+                modified_ms: f.modification_time(),
+                partition: f.partition_values_map(),
+            })
+            .collect())
+    }
+}
+
 /// `numRecords` of a Delta `add` action's JSON statistics.
 fn num_records_of_stats(stats: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(stats)

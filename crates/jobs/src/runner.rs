@@ -1,0 +1,262 @@
+//! Building one partition of a job: the `kpi` views over the current silver tables, the job's
+//! SQL with the partition's parameters, and one Delta commit that replaces exactly that
+//! partition of `gold.<job>` (`replaceWhere`), so a re-run is idempotent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use gamelake_lake::arrow::array::RecordBatch;
+use gamelake_lake::datafusion::catalog::MemorySchemaProvider;
+use gamelake_lake::{Lake, QueryEngine, TableId};
+
+use crate::kpi::KpiConfig;
+use crate::runs::{RunLog, RunRecord, RunStatus, Trigger};
+use crate::spec::{Dependency, Granularity, JobSpec, Partition};
+
+/// Column of the hour in hourly gold tables.
+pub const COL_EVENT_HOUR: &str = "event_hour";
+
+/// What a successful build wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    pub rows: u64,
+    pub version: u64,
+}
+
+/// Runs jobs against a lake.
+#[derive(Clone)]
+pub struct Runner {
+    lake: Lake,
+    kpi: KpiConfig,
+    memory_limit: Option<usize>,
+    log: RunLog,
+}
+
+impl Runner {
+    pub fn new(lake: Lake, kpi: KpiConfig, memory_limit: Option<usize>, log: RunLog) -> Self {
+        Self {
+            lake,
+            kpi,
+            memory_limit,
+            log,
+        }
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    pub fn log(&self) -> &RunLog {
+        &self.log
+    }
+
+    /// A query session with the `kpi` views registered over the tables as they are now.
+    pub async fn engine(&self) -> anyhow::Result<QueryEngine> {
+        let engine = QueryEngine::with_memory_limit(self.lake.clone(), self.memory_limit);
+        let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in self.lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
+            let id = TableId::new(gamelake_common::SCHEMA_SILVER, &name);
+            if let Some(info) = self.lake.describe(&id).await? {
+                tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());
+            }
+        }
+        let ctx = engine.context();
+        let catalog = ctx
+            .catalog(gamelake_lake::query::CATALOG)
+            .expect("the lake catalog is registered");
+        catalog.register_schema("kpi", Arc::new(MemorySchemaProvider::new()))?;
+        for (name, sql) in self.kpi.views(&tables) {
+            ctx.sql(&format!("CREATE VIEW kpi.{name} AS {sql}"))
+                .await
+                .map_err(|e| anyhow::anyhow!("building view kpi.{name}: {e}"))?;
+        }
+        Ok(engine)
+    }
+
+    /// The tables a job reads, from its `depends_on` (`silver.*` names every silver table).
+    pub async fn source_tables(&self, job: &JobSpec) -> anyhow::Result<Vec<TableId>> {
+        let mut out = Vec::new();
+        for dep in &job.depends_on {
+            if let Dependency::Table { schema, table } = dep {
+                if table == "*" {
+                    for name in self.lake.list_tables(schema).await? {
+                        out.push(TableId::new(schema, name));
+                    }
+                } else {
+                    out.push(TableId::new(schema, table));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Rows per `event_date` of a table's current snapshot, from the files' statistics.
+    pub async fn rows_by_day(&self, id: &TableId) -> anyhow::Result<BTreeMap<NaiveDate, u64>> {
+        let mut out = BTreeMap::new();
+        for f in self.lake.files(id).await? {
+            let day = f
+                .partition
+                .get(gamelake_common::COL_EVENT_DATE)
+                .and_then(|v| v.as_deref())
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            if let Some(day) = day {
+                *out.entry(day).or_insert(0) += f.rows;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows per day of all of a job's source tables; `cache` holds tables already counted.
+    pub async fn source_rows(
+        &self,
+        job: &JobSpec,
+        cache: &mut HashMap<TableId, BTreeMap<NaiveDate, u64>>,
+    ) -> anyhow::Result<BTreeMap<NaiveDate, u64>> {
+        let mut total = BTreeMap::new();
+        for id in self.source_tables(job).await? {
+            if !cache.contains_key(&id) {
+                let rows = self.rows_by_day(&id).await?;
+                cache.insert(id.clone(), rows);
+            }
+            for (day, n) in &cache[&id] {
+                *total.entry(*day).or_insert(0) += n;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Builds one partition once (no retries), without recording a run.
+    pub async fn build(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        today: NaiveDate,
+    ) -> anyhow::Result<Built> {
+        let sql = job
+            .sql_for(p, today)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", job.source))?;
+        let engine = self.engine().await?;
+        let df = engine.plan(&sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut partition_columns = vec![job.partition_column.clone()];
+        if job.granularity == Granularity::Hour {
+            partition_columns.push(COL_EVENT_HOUR.to_string());
+        }
+        for col in &partition_columns {
+            if schema.column_with_name(col).is_none() {
+                anyhow::bail!(
+                    "job `{}` must return a `{col}` column (the partition it builds, e.g. `:date AS {col}`)",
+                    job.name
+                );
+            }
+        }
+        let mut batches: Vec<RecordBatch> = df.collect().await?;
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema.clone()));
+        }
+        let version = gamelake_lake::sink::replace_partition(
+            &self.lake,
+            &job.target(),
+            batches,
+            &partition_columns,
+            &replace_predicate(job, p),
+            [
+                ("gamelake.job".to_string(), job.name.clone().into()),
+                ("gamelake.partition".to_string(), p.to_string().into()),
+            ],
+        )
+        .await?;
+        Ok(Built { rows, version })
+    }
+
+    /// Builds a partition with the job's retries, timeout and backoff, recording every attempt.
+    /// `sleep` waits between attempts (tests pass one that does not).
+    pub async fn run(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        trigger: Trigger,
+        now: impl Fn() -> DateTime<Utc>,
+        retries: bool,
+    ) -> RunRecord {
+        let mut attempt = 1;
+        loop {
+            let record = self.attempt(job, p, trigger, attempt, &now).await;
+            let retry = retries && record.status.is_failure() && attempt <= job.retries;
+            if !retry {
+                return record;
+            }
+            let backoff = job.retry_backoff * 2u32.saturating_pow(attempt - 1);
+            tracing::warn!(job = %job.name, partition = %p, attempt, error = ?record.error, ?backoff, "job failed; retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt, recorded in the run log.
+    pub async fn attempt(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        trigger: Trigger,
+        attempt: u32,
+        now: &impl Fn() -> DateTime<Utc>,
+    ) -> RunRecord {
+        let mut record = RunRecord::start(&job.name, &p.to_string(), trigger, attempt, now());
+        if let Err(e) = self.log.record(&record) {
+            tracing::error!(error = %e, "cannot write the run log");
+        }
+        let today = now().with_timezone(&job.time_zone).date_naive();
+        let started = Instant::now();
+        match self.source_rows(job, &mut HashMap::new()).await {
+            Ok(rows) => record.input_rows = Some(rows.get(&p.date).copied().unwrap_or(0)),
+            Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot count the source rows"),
+        }
+        let outcome = tokio::time::timeout(job.timeout, self.build(job, p, today)).await;
+        match outcome {
+            Ok(Ok(built)) => {
+                record.status = RunStatus::Succeeded;
+                record.rows = Some(built.rows);
+                record.version = Some(built.version);
+            }
+            Ok(Err(e)) => {
+                record.status = RunStatus::Failed;
+                record.error = Some(format!("{e:#}"));
+            }
+            Err(_) => {
+                record.status = RunStatus::TimedOut;
+                record.error = Some(format!(
+                    "ran longer than the job's `timeout` of {:?}",
+                    job.timeout
+                ));
+            }
+        }
+        record.ended = Some(now());
+        tracing::info!(
+            job = %job.name,
+            partition = %p,
+            status = record.status.as_str(),
+            rows = ?record.rows,
+            ms = started.elapsed().as_millis() as u64,
+            "job run"
+        );
+        if let Err(e) = self.log.record(&record) {
+            tracing::error!(error = %e, "cannot write the run log");
+        }
+        record
+    }
+}
+
+/// `event_date = '2026-11-28'` (and `event_hour = 5` for hourly jobs).
+fn replace_predicate(job: &JobSpec, p: Partition) -> String {
+    let mut pred = format!("{} = '{}'", job.partition_column, p.date);
+    if let Some(h) = p.hour {
+        pred.push_str(&format!(" AND {COL_EVENT_HOUR} = {h}"));
+    }
+    pred
+}

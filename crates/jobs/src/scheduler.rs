@@ -1,0 +1,408 @@
+//! The scheduler: which partitions of which jobs to build now.
+//!
+//! [`plan`] is a pure function of the jobs, the run log, the source row counts and the time, so
+//! cron, dependencies, retries, catch-up and late data are tested without sleeping. The
+//! [`Scheduler`] calls it on every tick of its [`Clock`] and runs what it returns, at most
+//! `concurrency` at a time.
+//!
+//! A partition of a job is due when:
+//! - **schedule / catch-up**: a cron time `t` within the catch-up window (default 3 days) builds
+//!   it (the day or hour that ended before `t`, and its `rebuild_back` partitions) and no build
+//!   of it started at or after `t` succeeded. After downtime the missed times are in the window,
+//!   so they run at start.
+//! - **late data**: it was built, and its source tables now hold more rows in its day than when
+//!   that build started (rows arrived late). Only days within `late_data_days` are watched;
+//!   compaction keeps row counts, so it never triggers a rebuild.
+//! - **upstream**: a job it depends on rebuilt the partition after it was built.
+//!
+//! A due partition waits while a run of it is going on, while a job it depends on has not built
+//! it or is due itself, and while its retry backoff (doubling from `retry_backoff`) runs; after
+//! `retries` failed attempts it is left failed until its next trigger.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::registry::Jobs;
+use crate::runs::{RunRecord, RunStatus, Trigger};
+use crate::spec::{Granularity, JobSpec, Partition};
+
+/// Settings of the scheduler.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How far back missed cron times are caught up.
+    pub catch_up: Duration,
+    /// Days back (before today) whose built partitions are watched for late rows.
+    pub late_data_days: u32,
+    /// Builds at a time.
+    pub concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            catch_up: Duration::from_secs(3 * 86400),
+            late_data_days: 7,
+            concurrency: 2,
+        }
+    }
+}
+
+/// A build to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub job: String,
+    pub partition: Partition,
+    pub trigger: Trigger,
+    pub attempt: u32,
+}
+
+/// Rows per day of each job's source tables now: job → day → rows.
+pub type SourceRows = HashMap<String, BTreeMap<NaiveDate, u64>>;
+
+/// What the run log says about one partition of one job.
+#[derive(Default, Debug)]
+struct History<'a> {
+    last_success: Option<&'a RunRecord>,
+    running: bool,
+    /// Failed attempts, oldest first.
+    failures: Vec<&'a RunRecord>,
+}
+
+/// The builds due at `now`, in dependency order.
+pub fn plan(
+    jobs: &Jobs,
+    runs: &[RunRecord],
+    rows: &SourceRows,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Vec<Due> {
+    let mut history: HashMap<(&str, &str), History> = HashMap::new();
+    for r in runs {
+        let h = history.entry((&r.job, &r.partition)).or_default();
+        match r.status {
+            RunStatus::Running => h.running = true,
+            RunStatus::Succeeded => {
+                if h.last_success.is_none_or(|s| s.started <= r.started) {
+                    h.last_success = Some(r);
+                }
+            }
+            _ => h.failures.push(r),
+        }
+    }
+    let catch_up = chrono::Duration::from_std(settings.catch_up).unwrap_or(chrono::Duration::days(3));
+    let mut out: Vec<Due> = Vec::new();
+    for job in jobs.all() {
+        // partition → (trigger, the instant since which it is wanted)
+        let mut wanted: BTreeMap<Partition, (Trigger, DateTime<Utc>)> = BTreeMap::new();
+        let key = |p: &Partition| p.to_string();
+        if let Some(cron) = &job.schedule {
+            for fire in cron.fires_between(now - catch_up, now, job.time_zone, 10_000) {
+                for p in job.with_rebuilds(job.partition_for_fire(fire)) {
+                    let k = key(&p);
+                    let built = history
+                        .get(&(job.name.as_str(), k.as_str()))
+                        .and_then(|h| h.last_success)
+                        .is_some_and(|s| s.started >= fire);
+                    if !built {
+                        wanted.entry(p).or_insert((Trigger::Schedule, fire));
+                    }
+                }
+            }
+        }
+        late_data(job, &history, rows, now, settings, &mut wanted);
+        for upstream in job.upstream_jobs() {
+            for ((name, part), h) in history.iter() {
+                if *name != upstream {
+                    continue;
+                }
+                let (Some(up), Ok(p)) = (h.last_success, Partition::parse(part)) else {
+                    continue;
+                };
+                let mine = history
+                    .get(&(job.name.as_str(), *part))
+                    .and_then(|h| h.last_success);
+                if let (Some(mine), Some(up_end)) = (mine, up.ended) {
+                    if up_end > mine.started {
+                        wanted.entry(p).or_insert((Trigger::Upstream, up_end));
+                    }
+                }
+            }
+        }
+        for (p, (trigger, since)) in wanted {
+            let k = key(&p);
+            let h = history.get(&(job.name.as_str(), k.as_str()));
+            if h.is_some_and(|h| h.running) {
+                continue;
+            }
+            let failures: Vec<&RunRecord> = h
+                .map(|h| {
+                    h.failures
+                        .iter()
+                        .copied()
+                        .filter(|f| f.started >= since)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut attempt = 1;
+            let mut trigger = trigger;
+            if let Some(last) = failures.last() {
+                let tried = failures.len() as u32;
+                if tried > job.retries {
+                    continue;
+                }
+                let backoff = job.retry_backoff * 2u32.saturating_pow(tried - 1);
+                let ready_at = last.ended.unwrap_or(last.started)
+                    + chrono::Duration::from_std(backoff).unwrap_or_default();
+                if now < ready_at {
+                    continue;
+                }
+                attempt = tried + 1;
+                trigger = Trigger::Retry;
+            }
+            let blocked = job.upstream_jobs().any(|up| {
+                let up_built = history
+                    .get(&(up, k.as_str()))
+                    .is_some_and(|h| h.last_success.is_some() && !h.running);
+                let up_due = out.iter().any(|d| d.job == up && d.partition == p);
+                !up_built || up_due
+            });
+            if blocked {
+                continue;
+            }
+            out.push(Due {
+                job: job.name.clone(),
+                partition: p,
+                trigger,
+                attempt,
+            });
+        }
+    }
+    out
+}
+
+/// Built partitions whose source days gained rows since their build.
+fn late_data(
+    job: &JobSpec,
+    history: &HashMap<(&str, &str), History>,
+    rows: &SourceRows,
+    now: DateTime<Utc>,
+    settings: &Settings,
+    wanted: &mut BTreeMap<Partition, (Trigger, DateTime<Utc>)>,
+) {
+    let Some(by_day) = rows.get(&job.name) else {
+        return;
+    };
+    let today = now.with_timezone(&job.time_zone).date_naive();
+    let oldest = today - chrono::Duration::days(settings.late_data_days as i64);
+    for ((name, part), h) in history {
+        if *name != job.name {
+            continue;
+        }
+        let (Some(success), Ok(p)) = (h.last_success, Partition::parse(part)) else {
+            continue;
+        };
+        // Today's partitions of hourly jobs grow all day; their schedule rebuilds them.
+        if p.date < oldest || (job.granularity == Granularity::Hour && p.date >= today) {
+            continue;
+        }
+        let Some(before) = success.input_rows else {
+            continue;
+        };
+        let now_rows = by_day.get(&p.date).copied().unwrap_or(0);
+        if now_rows > before {
+            for q in job.with_rebuilds(p) {
+                wanted.entry(q).or_insert((Trigger::LateData, success.started));
+            }
+        }
+    }
+}
+
+/// Where the scheduler gets the time; tests drive it by hand.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock set by hand.
+#[derive(Clone)]
+pub struct ManualClock(Arc<std::sync::Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(at)))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = at;
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().expect("clock lock");
+        *t += chrono::Duration::from_std(by).expect("small duration");
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::JobSpec;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn jobs(specs: &[(&str, &str)]) -> Jobs {
+        Jobs::ordered(
+            specs
+                .iter()
+                .map(|(name, text)| JobSpec::parse(name, name, text, chrono_tz::UTC).unwrap())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn run(job: &str, p: &str, status: RunStatus, started: &str, ended: &str) -> RunRecord {
+        let mut r = RunRecord::start(job, p, Trigger::Schedule, 1, utc(started));
+        r.status = status;
+        r.ended = Some(utc(ended));
+        r.input_rows = Some(10);
+        r
+    }
+
+    fn names(due: &[Due]) -> Vec<String> {
+        due.iter()
+            .map(|d| format!("{} {} {}", d.job, d.partition, d.trigger.as_str()))
+            .collect()
+    }
+
+    const DAILY: &str = "-- schedule: 15 0 * * *\n-- retries: 2\n-- retry_backoff: 60s\nSELECT 1";
+
+    #[test]
+    fn cron_fires_build_the_day_before() {
+        let j = jobs(&[("a", DAILY)]);
+        let s = Settings {
+            catch_up: Duration::from_secs(3600),
+            ..Settings::default()
+        };
+        assert!(plan(&j, &[], &SourceRows::new(), utc("2026-11-28T00:14:00Z"), &s).is_empty());
+        let due = plan(&j, &[], &SourceRows::new(), utc("2026-11-28T00:15:00Z"), &s);
+        assert_eq!(names(&due), ["a 2026-11-27 schedule"]);
+        // Built after the fire time: nothing more to do.
+        let runs = [run("a", "2026-11-27", RunStatus::Succeeded, "2026-11-28T00:15:01Z", "2026-11-28T00:15:05Z")];
+        assert!(plan(&j, &runs, &SourceRows::new(), utc("2026-11-28T00:20:00Z"), &s).is_empty());
+        // A run still going on is not started twice.
+        let mut running = runs[0].clone();
+        running.status = RunStatus::Running;
+        assert!(plan(&j, &[running], &SourceRows::new(), utc("2026-11-28T00:20:00Z"), &s).is_empty());
+    }
+
+    #[test]
+    fn catch_up_after_downtime_within_the_window() {
+        let j = jobs(&[("a", DAILY)]);
+        let s = Settings::default(); // 3 days
+        // Down since the 24th: the fires of the 26th, 27th and 28th are caught up.
+        let runs = [run("a", "2026-11-24", RunStatus::Succeeded, "2026-11-25T00:15:00Z", "2026-11-25T00:16:00Z")];
+        let due = plan(&j, &runs, &SourceRows::new(), utc("2026-11-28T09:00:00Z"), &s);
+        assert_eq!(
+            names(&due),
+            ["a 2026-11-25 schedule", "a 2026-11-26 schedule", "a 2026-11-27 schedule"]
+        );
+    }
+
+    #[test]
+    fn retries_back_off_then_give_up() {
+        let j = jobs(&[("a", DAILY)]);
+        let s = Settings {
+            catch_up: Duration::from_secs(3600),
+            ..Settings::default()
+        };
+        let rows = SourceRows::new();
+        let f1 = run("a", "2026-11-27", RunStatus::Failed, "2026-11-28T00:15:00Z", "2026-11-28T00:15:10Z");
+        // Backoff 60 s after the first failure.
+        assert!(plan(&j, &[f1.clone()], &rows, utc("2026-11-28T00:16:00Z"), &s).is_empty());
+        let due = plan(&j, &[f1.clone()], &rows, utc("2026-11-28T00:16:10Z"), &s);
+        assert_eq!(names(&due), ["a 2026-11-27 retry"]);
+        assert_eq!(due[0].attempt, 2);
+        // Then 120 s after the second.
+        let f2 = run("a", "2026-11-27", RunStatus::TimedOut, "2026-11-28T00:16:10Z", "2026-11-28T00:17:00Z");
+        assert!(plan(&j, &[f1.clone(), f2.clone()], &rows, utc("2026-11-28T00:18:59Z"), &s).is_empty());
+        assert_eq!(plan(&j, &[f1.clone(), f2.clone()], &rows, utc("2026-11-28T00:19:00Z"), &s)[0].attempt, 3);
+        // Three failures with `retries: 2`: given up until the next trigger.
+        let f3 = run("a", "2026-11-27", RunStatus::Failed, "2026-11-28T00:19:00Z", "2026-11-28T00:19:01Z");
+        let all = [f1, f2, f3];
+        assert!(plan(&j, &all, &rows, utc("2026-11-28T00:59:00Z"), &s).is_empty());
+        // The next day's fire builds its own partition.
+        let due = plan(&j, &all, &rows, utc("2026-11-29T00:15:00Z"), &s);
+        assert_eq!(names(&due), ["a 2026-11-28 schedule"]);
+    }
+
+    #[test]
+    fn dependencies_wait_and_follow_rebuilds() {
+        let j = jobs(&[("b", "-- depends_on: a\nSELECT 1"), ("a", "SELECT 1")]);
+        let s = Settings {
+            catch_up: Duration::from_secs(3600),
+            ..Settings::default()
+        };
+        let rows = SourceRows::new();
+        let at = utc("2026-11-28T00:15:00Z");
+        // `a` first; `b` waits for it.
+        assert_eq!(names(&plan(&j, &[], &rows, at, &s)), ["a 2026-11-27 schedule"]);
+        let a = run("a", "2026-11-27", RunStatus::Succeeded, "2026-11-28T00:15:00Z", "2026-11-28T00:15:30Z");
+        assert_eq!(
+            names(&plan(&j, &[a.clone()], &rows, utc("2026-11-28T00:16:00Z"), &s)),
+            ["b 2026-11-27 schedule"]
+        );
+        let b = run("b", "2026-11-27", RunStatus::Succeeded, "2026-11-28T00:16:00Z", "2026-11-28T00:16:10Z");
+        assert!(plan(&j, &[a.clone(), b.clone()], &rows, utc("2026-11-28T00:17:00Z"), &s).is_empty());
+        // `a` rebuilt (by hand, say): `b` follows.
+        let a2 = run("a", "2026-11-27", RunStatus::Succeeded, "2026-11-28T03:00:00Z", "2026-11-28T03:00:30Z");
+        assert_eq!(
+            names(&plan(&j, &[a, b, a2], &rows, utc("2026-11-28T03:01:00Z"), &s)),
+            ["b 2026-11-27 upstream"]
+        );
+    }
+
+    #[test]
+    fn late_rows_rebuild_the_partition_and_its_rebuilds() {
+        let j = jobs(&[("r", "-- rebuild_back: 1, 7\nSELECT 1")]);
+        let s = Settings {
+            catch_up: Duration::from_secs(3600),
+            ..Settings::default()
+        };
+        let built = run("r", "2026-11-26", RunStatus::Succeeded, "2026-11-27T00:15:00Z", "2026-11-27T00:16:00Z");
+        let at = utc("2026-11-28T05:00:00Z");
+        let mut rows = SourceRows::new();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        rows.insert("r".into(), BTreeMap::from([(day, 10)]));
+        assert!(plan(&j, &[built.clone()], &rows, at, &s).is_empty());
+        rows.insert("r".into(), BTreeMap::from([(day, 12)]));
+        assert_eq!(
+            names(&plan(&j, &[built], &rows, at, &s)),
+            ["r 2026-11-19 late_data", "r 2026-11-25 late_data", "r 2026-11-26 late_data"]
+        );
+    }
+
+    #[test]
+    fn manual_clock_moves() {
+        let c = ManualClock::new(utc("2026-11-28T00:00:00Z"));
+        c.advance(Duration::from_secs(90));
+        assert_eq!(c.now(), utc("2026-11-28T00:01:30Z"));
+    }
+}
