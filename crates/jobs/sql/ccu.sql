@@ -4,64 +4,72 @@
 -- depends_on: silver.*
 --
 -- Definitions: shared/KPI.md. Written down where they leave a choice:
--- - At instant t an account is online when its latest login at or before t is later than its
---   latest logout at or before t, and its latest event of any code at or before t is less than
---   10 minutes old (a session without logout closes 10 minutes after the last event;
---   heartbeats and every other event keep it open).
+-- - A session opens at a login. If the account's next login or logout after it is a logout,
+--   the session is open until that logout. Otherwise (no logout, or a new login first) it
+--   closes 10 minutes after the account's last event before that, events of any code
+--   counting (heartbeats and every other event keep it open). A session covers [open, close):
+--   online from 10:00 until a logout at 10:30 counts at the instants 10:00 … 10:25. Events
+--   without a login before them open no session.
 -- - A login more than a day before the instant is not looked for: a session open that long
 --   without any event has closed anyway, and one with events every 10 minutes is rare.
 -- - The instants are :start, :start + 5 min, … before :end (288 on a day of 24 hours); an
 --   instant with nobody online has ccu 0. Peak CCU of a day: max(ccu) of its rows.
 WITH ev AS (
-  SELECT account, 'event' AS kind, event_time FROM kpi.activity
+  SELECT account, 'event' AS kind, CAST(event_time AS TIMESTAMP) AS t FROM kpi.activity
   WHERE event_date BETWEEN CAST(:date - INTERVAL '1 day' AS DATE) AND :date
     AND event_time >= :start - INTERVAL '1 day' AND event_time < :end
   UNION ALL
-  SELECT account, kind, event_time FROM kpi.sessions
+  SELECT account, kind, CAST(event_time AS TIMESTAMP) AS t FROM kpi.sessions
   WHERE event_date BETWEEN CAST(:date - INTERVAL '1 day' AS DATE) AND :date
     AND event_time >= :start - INTERVAL '1 day' AND event_time < :end
     AND kind IN ('login', 'logout')
 ),
-state AS (
-  SELECT account, event_time,
-    max(CASE WHEN kind = 'login' THEN event_time END)
-      OVER (PARTITION BY account ORDER BY event_time) AS last_login,
-    max(CASE WHEN kind = 'logout' THEN event_time END)
-      OVER (PARTITION BY account ORDER BY event_time) AS last_logout
-  FROM ev
-),
 points AS (
-  SELECT DISTINCT account, event_time,
-    last_login IS NOT NULL AND (last_logout IS NULL OR last_login > last_logout) AS online
-  FROM state
+  SELECT account, t,
+    max(CASE WHEN kind = 'login' THEN 1 ELSE 0 END) AS is_login,
+    max(CASE WHEN kind = 'logout' THEN 1 ELSE 0 END) AS is_logout
+  FROM ev GROUP BY account, t
+),
+state AS (
+  SELECT account, t,
+    max(CASE WHEN is_login = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_login,
+    max(CASE WHEN is_logout = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_logout,
+    min(CASE WHEN is_login = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
+      ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_login,
+    min(CASE WHEN is_logout = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
+      ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_logout,
+    lead(t) OVER (PARTITION BY account ORDER BY t) AS next_t
+  FROM points
 ),
 spans AS (
-  SELECT account, event_time AS s,
-    least(
-      coalesce(lead(event_time) OVER (PARTITION BY account ORDER BY event_time),
-               event_time + INTERVAL '10 minutes'),
-      event_time + INTERVAL '10 minutes') AS e,
-    online
-  FROM points
+  SELECT account, t AS s,
+    CASE
+      WHEN next_logout IS NOT NULL AND (next_login IS NULL OR next_logout <= next_login)
+        THEN next_t
+      ELSE least(coalesce(next_t, t + INTERVAL '10 minutes'), t + INTERVAL '10 minutes')
+    END AS e
+  FROM state
+  WHERE last_login IS NOT NULL AND (last_logout IS NULL OR last_login > last_logout)
 ),
 firsts AS (
   SELECT account, e,
     CASE WHEN date_bin(INTERVAL '5 minutes', s, :start) = s THEN s
          ELSE date_bin(INTERVAL '5 minutes', s, :start) + INTERVAL '5 minutes' END AS t1
-  FROM spans WHERE online
+  FROM spans
 ),
 covered AS (
-  SELECT account, t1 AS t FROM firsts WHERE t1 < e
-  UNION ALL
-  SELECT account, t1 + INTERVAL '5 minutes' AS t FROM firsts WHERE t1 + INTERVAL '5 minutes' < e
+  SELECT account,
+    unnest(generate_series(t1, e - INTERVAL '1 microsecond', INTERVAL '5 minutes')) AS t
+  FROM firsts WHERE t1 < e
 ),
 instants AS (
   SELECT unnest(generate_series(:start, :end - INTERVAL '5 minutes', INTERVAL '5 minutes')) AS t
 )
 SELECT :date AS event_date,
-  CAST(i.t AS TIMESTAMP) AS instant,
+  arrow_cast(i.t, 'Timestamp(Microsecond, Some("UTC"))') AS instant,
   count(DISTINCT c.account) AS ccu
 FROM instants i
-LEFT JOIN covered c
-  ON CAST(c.t AS TIMESTAMP) = CAST(i.t AS TIMESTAMP) AND c.t >= :start AND c.t < :end
+LEFT JOIN covered c ON c.t = i.t
 GROUP BY i.t

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use gamelake_lake::arrow::array::RecordBatch;
+use gamelake_lake::arrow::datatypes::Schema;
 use gamelake_lake::datafusion::catalog::MemorySchemaProvider;
 use gamelake_lake::{Lake, QueryEngine, TableId};
 
@@ -154,7 +155,24 @@ impl Runner {
                 );
             }
         }
-        let mut batches: Vec<RecordBatch> = df.collect().await?;
+        let collected: Vec<RecordBatch> = df.collect().await?;
+        // Every gold column is nullable: the planner may prove a column non-null for one
+        // partition (a CASE folded away) that is null in another. The batches' own types are
+        // kept (the plan's schema may say Utf8 where the batches hold Utf8View).
+        let schema = Arc::new(Schema::new(
+            collected
+                .first()
+                .map(|b| b.schema())
+                .unwrap_or(schema)
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut batches: Vec<RecordBatch> = collected
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<_, _>>()?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         if batches.is_empty() {
             batches.push(RecordBatch::new_empty(schema.clone()));

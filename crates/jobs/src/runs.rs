@@ -153,6 +153,16 @@ struct Inner {
     by_id: HashMap<String, usize>,
 }
 
+impl std::fmt::Debug for RunLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock().expect("run log lock");
+        f.debug_struct("RunLog")
+            .field("path", &inner.path)
+            .field("runs", &inner.runs.len())
+            .finish()
+    }
+}
+
 impl RunLog {
     /// Opens (creating the directory) and reads the log.
     pub fn open(dir: &Path) -> std::io::Result<Self> {

@@ -19,13 +19,19 @@
 //! it or is due itself, and while its retry backoff (doubling from `retry_backoff`) runs; after
 //! `retries` failed attempts it is left failed until its next trigger.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
+use crate::cron::Cron;
+use crate::maintenance::{Maintenance, Task};
 use crate::registry::Jobs;
+use crate::runner::Runner;
 use crate::runs::{RunRecord, RunStatus, Trigger};
 use crate::spec::{Granularity, JobSpec, Partition};
 
@@ -256,6 +262,148 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().expect("clock lock")
+    }
+}
+
+/// Runs the jobs and the maintenance of a lake on a clock.
+pub struct Scheduler {
+    jobs: Jobs,
+    runner: Runner,
+    maintenance: Option<MaintenancePlan>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    permits: Arc<Semaphore>,
+}
+
+/// Maintenance with its two schedules, in the game's time zone.
+pub struct MaintenancePlan {
+    pub maintenance: Maintenance,
+    pub compact: Cron,
+    pub vacuum: Cron,
+    pub time_zone: Tz,
+}
+
+impl Scheduler {
+    pub fn new(
+        jobs: Jobs,
+        runner: Runner,
+        maintenance: Option<MaintenancePlan>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        Self {
+            jobs,
+            runner,
+            maintenance,
+            clock,
+            settings,
+            in_flight: Arc::default(),
+            permits,
+        }
+    }
+
+    /// One pass: plans, and starts what is due while slots are free. Returns the started runs.
+    pub async fn tick(&self) -> anyhow::Result<Vec<JoinHandle<Vec<RunRecord>>>> {
+        let now = self.clock.now();
+        let runs = self.runner.log().runs();
+        let mut cache = HashMap::new();
+        let mut rows = SourceRows::new();
+        for job in self.jobs.all() {
+            rows.insert(
+                job.name.clone(),
+                self.runner.source_rows(job, &mut cache).await?,
+            );
+        }
+        let mut started = Vec::new();
+        for due in plan(&self.jobs, &runs, &rows, now, &self.settings) {
+            let key = (due.job.clone(), due.partition.to_string());
+            if self.in_flight.lock().expect("in-flight lock").contains(&key) {
+                continue;
+            }
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let job = self.jobs.get(&due.job).expect("planned jobs exist").clone();
+            self.in_flight.lock().expect("in-flight lock").insert(key.clone());
+            let (runner, clock, in_flight) =
+                (self.runner.clone(), self.clock.clone(), self.in_flight.clone());
+            started.push(tokio::spawn(async move {
+                let now = move || clock.now();
+                let record = runner
+                    .attempt(&job, due.partition, due.trigger, due.attempt, &now)
+                    .await;
+                in_flight.lock().expect("in-flight lock").remove(&key);
+                drop(permit);
+                vec![record]
+            }));
+        }
+        if let Some(m) = &self.maintenance {
+            for (cron, tasks) in [
+                (&m.compact, &[Task::Compact, Task::Checkpoint][..]),
+                (&m.vacuum, &[Task::Retention, Task::Vacuum][..]),
+            ] {
+                let Some(fire) = cron
+                    .fires_between(now - chrono::Duration::days(1), now, m.time_zone, 2000)
+                    .pop()
+                else {
+                    continue;
+                };
+                let done = runs
+                    .iter()
+                    .any(|r| r.job == tasks[0].name() && r.started >= fire);
+                let key = (tasks[0].name().to_string(), "*".to_string());
+                if done || self.in_flight.lock().expect("in-flight lock").contains(&key) {
+                    continue;
+                }
+                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                    break;
+                };
+                self.in_flight.lock().expect("in-flight lock").insert(key.clone());
+                let (maintenance, clock, in_flight) = (
+                    m.maintenance.clone(),
+                    self.clock.clone(),
+                    self.in_flight.clone(),
+                );
+                let tasks = tasks.to_vec();
+                started.push(tokio::spawn(async move {
+                    let mut records = Vec::new();
+                    match maintenance.tables().await {
+                        Ok(tables) => {
+                            for table in tables {
+                                for task in &tasks {
+                                    records.push(maintenance.run(*task, &table, clock.now(), None).await);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "maintenance cannot list the tables"),
+                    }
+                    in_flight.lock().expect("in-flight lock").remove(&key);
+                    drop(permit);
+                    records
+                }));
+            }
+        }
+        Ok(started)
+    }
+
+    /// Ticks every `every` until `shutdown` resolves; runs going on are left to finish (a run
+    /// cut short by the process ending is marked interrupted at the next start).
+    pub async fn run(self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        if let Err(e) = self.runner.log().close_abandoned(self.clock.now()) {
+            tracing::warn!(error = %e, "cannot update the run log");
+        }
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "scheduler tick failed");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 }
 

@@ -166,6 +166,47 @@ impl Default for WalConfig {
     }
 }
 
+/// Scheduled jobs (`[jobs]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Run the scheduler inside `serve`. Default true.
+    pub enabled: bool,
+    /// Folder of job files (`*.sql`); default `<data_dir>/jobs` (beside `_wal` when `data_dir`
+    /// is remote). A file named like a shipped job replaces it.
+    pub dir: Option<PathBuf>,
+    /// Local folder of the run log; default `_jobs` beside the WAL folder.
+    pub state_dir: Option<PathBuf>,
+    /// Ship the KPI jobs of shared/KPI.md. Default true.
+    pub builtin: bool,
+    /// Jobs not to run (`["ccu"]`).
+    pub disabled: Vec<String>,
+    /// Builds at a time. Default 2.
+    pub concurrency: usize,
+    /// Missed cron times this far back run at start, days. Default 3.
+    pub catch_up_days: u32,
+    /// Built partitions of this many past days are rebuilt when late rows arrive. Default 7.
+    pub late_data_days: u32,
+    /// How often the scheduler looks, seconds. Default 30.
+    pub tick_s: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            state_dir: None,
+            builtin: true,
+            disabled: Vec::new(),
+            concurrency: 2,
+            catch_up_days: 3,
+            late_data_days: 7,
+            tick_s: 30,
+        }
+    }
+}
+
 /// The file as written (every key optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -182,6 +223,9 @@ pub struct ConfigFile {
     pub query: QueryConfig,
     pub pg: PgConfig,
     pub wal: WalConfig,
+    pub jobs: JobsConfig,
+    pub kpi: gamelake_jobs::KpiConfig,
+    pub maintenance: gamelake_jobs::MaintenanceConfig,
     pub keys: Vec<KeyConfig>,
 }
 
@@ -197,6 +241,9 @@ impl Default for ConfigFile {
             query: QueryConfig::default(),
             pg: PgConfig::default(),
             wal: WalConfig::default(),
+            jobs: JobsConfig::default(),
+            kpi: gamelake_jobs::KpiConfig::default(),
+            maintenance: gamelake_jobs::MaintenanceConfig::default(),
             keys: Vec::new(),
         }
     }
@@ -215,7 +262,32 @@ pub struct Config {
     pub query: QueryConfig,
     pub pg: PgConfig,
     pub wal: WalConfig,
+    pub jobs: JobsConfig,
+    /// Where the job files are.
+    pub jobs_dir: PathBuf,
+    /// Where the run log is.
+    pub jobs_state_dir: PathBuf,
+    pub kpi: gamelake_jobs::KpiConfig,
+    pub maintenance: gamelake_jobs::MaintenanceConfig,
     pub keys: Vec<KeyConfig>,
+}
+
+impl Config {
+    /// The jobs: shipped ones and the jobs folder, checked.
+    pub fn load_jobs(&self) -> anyhow::Result<gamelake_jobs::Jobs> {
+        let tz: chrono_tz::Tz = self
+            .parse
+            .time_zone
+            .parse()
+            .map_err(|_| anyhow::anyhow!("`game.time_zone` is not an IANA time zone"))?;
+        gamelake_jobs::Jobs::load(
+            Some(&self.jobs_dir),
+            self.jobs.builtin,
+            &self.jobs.disabled,
+            tz,
+        )
+        .map_err(|e| anyhow::anyhow!("jobs (`jobs.dir` = {}): {e}", self.jobs_dir.display()))
+    }
 }
 
 /// Flags that override file and environment.
@@ -379,6 +451,24 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
             PathBuf::from(file.data_dir.trim_start_matches("file://")).join("_wal")
         }
     };
+    let local_root = wal_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let jobs_dir = file.jobs.dir.clone().unwrap_or_else(|| local_root.join("jobs"));
+    let jobs_state_dir = file
+        .jobs
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| local_root.join("_jobs"));
+    if file.jobs.concurrency == 0 {
+        bail!("`jobs.concurrency` must be at least 1");
+    }
+    if file.jobs.tick_s == 0 {
+        bail!("`jobs.tick_s` must be positive");
+    }
+    file.kpi.validate().map_err(|e| anyhow::anyhow!(e))?;
+    file.maintenance.validate().map_err(|e| anyhow::anyhow!(e))?;
     let parse = gamelake_parse::ParseConfig {
         time_zone: file.game.time_zone.clone(),
         code_field: file.game.code_field.clone(),
@@ -396,6 +486,11 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
         query: file.query,
         pg: file.pg,
         wal: file.wal,
+        jobs: file.jobs,
+        jobs_dir,
+        jobs_state_dir,
+        kpi: file.kpi,
+        maintenance: file.maintenance,
         keys: file.keys,
     })
 }

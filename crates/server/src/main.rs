@@ -74,18 +74,102 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// List tables, or describe one (`silver.item`).
+    /// List tables, describe one (`silver.item`), or compact or vacuum them.
     Tables {
-        /// `list` (default) or `describe`.
+        /// `list` (default), `describe NAME`, `compact [NAME]` (bin-pack small files, then
+        /// checkpoint) or `vacuum [NAME]` (expire old partitions, delete unreferenced files).
         #[arg(default_value = "list")]
         action: String,
-        /// The table to describe.
+        /// The table (`silver.item`); all tables when absent.
         name: Option<String>,
-        #[arg(long, default_value = "./gamelake-data")]
-        data_dir: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// `vacuum`: delete files unreferenced for this long (default
+        /// `maintenance.vacuum_retention_hours`).
+        #[arg(long, value_parser = parse_duration)]
+        retention: Option<Duration>,
+        /// `vacuum`: allow a retention under one hour (files of writes in progress may go).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Scheduled SQL jobs: list, run, backfill, history.
+    Jobs {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        #[command(subcommand)]
+        action: JobsAction,
     },
     /// Send synthetic game logs at a target rate and report acknowledged rates and latency.
     Loadgen(LoadgenArgs),
+}
+
+/// Where the configuration and the data are (for commands that do not serve).
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Configuration file (TOML).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Storage root: a directory or an object-store URL.
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<config::Config> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let flags = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..Overrides::default()
+        };
+        config::load(self.config.as_deref(), &env, &flags).map_err(|e| {
+            gamelake::jobs::Exit {
+                code: gamelake::jobs::EXIT_USAGE,
+                message: format!("{e:#}"),
+            }
+            .into()
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// The jobs, their schedules, dependencies and last runs.
+    List,
+    /// Build one partition: `--date 2026-11-28` (every hour of it for hourly jobs) or
+    /// `--date 2026-11-28T05` (one hour).
+    Run {
+        name: String,
+        #[arg(long)]
+        date: String,
+        /// Build even if a job it depends on has not built the partition.
+        #[arg(long)]
+        ignore_dependencies: bool,
+        /// Fail at the first error instead of retrying as the job's header says.
+        #[arg(long)]
+        no_retries: bool,
+    },
+    /// Build every partition from `--from` to `--to` (days, inclusive), oldest first.
+    Backfill {
+        name: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Also rebuild the jobs that depend on it, after each partition.
+        #[arg(long)]
+        with_downstream: bool,
+    },
+    /// Runs of jobs and maintenance, newest last.
+    History {
+        name: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        limit: usize,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The `kpi.*` views the jobs read, as SQL over the current tables.
+    Views,
 }
 
 #[derive(Args)]
@@ -308,18 +392,60 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
         Command::Tables {
             action,
             name,
-            data_dir,
+            cfg,
+            retention,
+            force,
         } => {
-            let lake = gamelake_lake::Lake::open(&data_dir)?;
+            let cfg = cfg.load()?;
             match action.as_str() {
-                "list" => gamelake::tables::run(&lake, None).await,
+                "list" => gamelake::tables::run(&gamelake_lake::Lake::open(&cfg.data_dir)?, None).await,
                 "describe" => {
                     let name = name.context(
                         "`gamelake tables describe` needs a table name, e.g. `silver.item`",
                     )?;
-                    gamelake::tables::run(&lake, Some(&name)).await
+                    gamelake::tables::run(&gamelake_lake::Lake::open(&cfg.data_dir)?, Some(&name)).await
                 }
-                other => anyhow::bail!("unknown action `{other}`: use `list` or `describe NAME`"),
+                "compact" | "vacuum" => {
+                    if retention.is_some_and(|r| r < Duration::from_secs(3600)) && !force {
+                        return Err(gamelake::jobs::Exit {
+                            code: gamelake::jobs::EXIT_USAGE,
+                            message: "--retention under 1h deletes files of writes still in progress; add --force if nothing writes to the table".into(),
+                        }
+                        .into());
+                    }
+                    let task = if action == "compact" {
+                        gamelake_jobs::Task::Compact
+                    } else {
+                        gamelake_jobs::Task::Vacuum
+                    };
+                    let ctx = gamelake::jobs::Context::open(cfg)?;
+                    gamelake::jobs::maintain(&ctx, task, name.as_deref(), retention).await
+                }
+                other => anyhow::bail!(
+                    "unknown action `{other}`: use `list`, `describe NAME`, `compact [NAME]` or `vacuum [NAME]`"
+                ),
+            }
+        }
+        Command::Jobs { cfg, action } => {
+            let ctx = gamelake::jobs::Context::open(cfg.load()?)?;
+            match action {
+                JobsAction::List => gamelake::jobs::list(&ctx),
+                JobsAction::Run {
+                    name,
+                    date,
+                    ignore_dependencies,
+                    no_retries,
+                } => gamelake::jobs::run(&ctx, &name, &date, ignore_dependencies, !no_retries).await,
+                JobsAction::Backfill {
+                    name,
+                    from,
+                    to,
+                    with_downstream,
+                } => gamelake::jobs::backfill(&ctx, &name, &from, &to, with_downstream).await,
+                JobsAction::History { name, limit, json } => {
+                    gamelake::jobs::history(&ctx, name.as_deref(), limit, json)
+                }
+                JobsAction::Views => gamelake::jobs::views(&ctx).await,
             }
         }
         Command::Loadgen(args) => loadgen(args).await,
@@ -334,6 +460,9 @@ fn main() {
         .expect("building the tokio runtime");
     if let Err(e) = runtime.block_on(main_async(cli)) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let code = e
+            .downcast_ref::<gamelake::jobs::Exit>()
+            .map_or(1, |x| x.code);
+        std::process::exit(code);
     }
 }

@@ -28,6 +28,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let lake = Lake::open(&cfg.data_dir)
         .with_context(|| format!("opening the storage root `{}`", cfg.data_dir))?;
+    // A bad job file stops the start, naming the file and line.
+    let jobs = cfg.load_jobs()?;
+    let runs = gamelake_jobs::RunLog::open(&cfg.jobs_state_dir).with_context(|| {
+        format!(
+            "opening the run log in `jobs.state_dir` = {}",
+            cfg.jobs_state_dir.display()
+        )
+    })?;
     let metrics = Arc::new(Metrics::default());
     let cell = Arc::new(OnceLock::new());
     let live = Arc::new(crate::live::Live::default());
@@ -42,6 +50,7 @@ pub async fn run(
             lake: lake.clone(),
             metrics: metrics.clone(),
             queries: queries.clone(),
+            runs: runs.clone(),
         }),
     );
     crate::pg::setup_catalog(query.context(), gamelake_lake::query::CATALOG)?;
@@ -88,6 +97,7 @@ pub async fn run(
             })
             .await
     });
+    let lake_for_jobs = lake.clone();
     let (pipeline, task, report) = crate::pipeline::start(&cfg, lake, metrics).await?;
     tracing::info!(
         replayed = report.wal_records_replayed,
@@ -96,6 +106,16 @@ pub async fn run(
         "recovery done"
     );
     let _ = cell.set(pipeline.clone());
+    let scheduler = cfg
+        .jobs
+        .enabled
+        .then(|| {
+            let scheduler = crate::jobs::scheduler(&cfg, lake_for_jobs, jobs, runs);
+            tokio::spawn(scheduler.run(
+                Duration::from_secs(cfg.jobs.tick_s),
+                std::future::pending(),
+            ))
+        });
     let traffic = demo.map(|d| {
         print_demo_banner(&addr.to_string(), &d, &cfg);
         tokio::spawn(demo_traffic(
@@ -116,6 +136,9 @@ pub async fn run(
     }
     sampler.abort();
     pg.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     tracing::info!("draining: committing what the write-ahead log holds");
     pipeline.close();
     task.join().await?;

@@ -6,6 +6,8 @@
 //! - `system.dead_letters`: dead-lettered lines since start by reason.
 //! - `system.queries`: the last 1 000 queries of the HTTP API (and dashboard): when, who,
 //!   the SQL, duration, rows, error.
+//! - `system.job_runs`: every run of a job or maintenance task (from the run log): job,
+//!   partition, trigger, attempt, status, start, end, rows written, error.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -22,7 +24,7 @@ use gamelake_lake::Lake;
 
 use crate::metrics::Metrics;
 
-const TABLES: [&str; 4] = ["tables", "ingest", "dead_letters", "queries"];
+const TABLES: [&str; 5] = ["tables", "ingest", "dead_letters", "queries", "job_runs"];
 const QUERY_LOG_LEN: usize = 1000;
 
 /// One query of the HTTP API.
@@ -57,6 +59,7 @@ pub struct SystemSchema {
     pub lake: Lake,
     pub metrics: Arc<Metrics>,
     pub queries: Arc<QueryLog>,
+    pub runs: gamelake_jobs::RunLog,
 }
 
 fn field(name: &str, ty: DataType, nullable: bool) -> Field {
@@ -262,6 +265,62 @@ impl SystemSchema {
     }
 }
 
+impl SystemSchema {
+    fn job_runs(&self) -> DfResult<Arc<dyn TableProvider>> {
+        let runs = self.runs.runs();
+        let ts = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros();
+        let opt_strings = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        batch(
+            vec![
+                field("run_id", DataType::Utf8, false),
+                field("job", DataType::Utf8, false),
+                field("partition", DataType::Utf8, false),
+                field("trigger", DataType::Utf8, false),
+                field("attempt", DataType::UInt64, false),
+                field("status", DataType::Utf8, false),
+                field("started_at", utc(), false),
+                field("ended_at", utc(), true),
+                field("duration_s", DataType::Float64, true),
+                field("rows", DataType::UInt64, true),
+                field("version", DataType::UInt64, true),
+                field("input_rows", DataType::UInt64, true),
+                field("error", DataType::Utf8, true),
+                field("detail", DataType::Utf8, true),
+            ],
+            vec![
+                strings(runs.iter().map(|r| r.run_id.as_str())),
+                strings(runs.iter().map(|r| r.job.as_str())),
+                strings(runs.iter().map(|r| r.partition.as_str())),
+                strings(runs.iter().map(|r| r.trigger.as_str())),
+                u64s(runs.iter().map(|r| r.attempt as u64)),
+                strings(runs.iter().map(|r| r.status.as_str())),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(runs.iter().map(|r| ts(r.started)))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(
+                    TimestampMicrosecondArray::from(
+                        runs.iter().map(|r| r.ended.map(ts)).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(
+                    runs.iter()
+                        .map(|r| r.ended.map(|e| (e - r.started).num_milliseconds() as f64 / 1000.0))
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(UInt64Array::from(runs.iter().map(|r| r.rows).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(runs.iter().map(|r| r.version).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(
+                    runs.iter().map(|r| r.input_rows).collect::<Vec<_>>(),
+                )),
+                opt_strings(runs.iter().map(|r| r.error.clone()).collect()),
+                opt_strings(runs.iter().map(|r| r.detail.clone()).collect()),
+            ],
+        )
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
@@ -274,6 +333,7 @@ impl SchemaProvider for SystemSchema {
             "ingest" => self.ingest()?,
             "dead_letters" => self.dead_letters()?,
             "queries" => self.queries()?,
+            "job_runs" => self.job_runs()?,
             _ => return Ok(None),
         }))
     }

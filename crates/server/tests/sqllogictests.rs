@@ -2,7 +2,10 @@
 //!
 //! Each `tests/sql/<topic>.slt` gets a fresh data dir. The statement `LOAD '<file>'` ingests a
 //! log file (relative to `tests/sql/`) through the real pipeline (parse, WAL, table commits) and
-//! returns once it is committed; every other statement runs on the query engine.
+//! returns once it is committed; `RUN JOB <name> <partition> [AT <rfc3339>]` builds one
+//! partition of a job (shipped or under `tests/sql/jobs/`) as `gamelake jobs run` does, with
+//! the clock at `AT` (default 2030-01-01, when every day of the fixtures is over); every other
+//! statement runs on the query engine.
 //!
 //! Run one file: `cargo test -p gamelake --test sqllogictests -- <topic>`; rewrite the expected
 //! results after a reviewed change: `... -- <topic> --complete`.
@@ -36,6 +39,7 @@ struct Db {
     engine: QueryEngine,
     /// Shared by every LOAD of a file, and read by the `system` schema.
     metrics: Arc<gamelake::metrics::Metrics>,
+    runs: gamelake_jobs::RunLog,
 }
 
 impl Db {
@@ -68,6 +72,44 @@ impl Db {
     }
 }
 
+impl Db {
+    async fn run_job(&self, args: &str) -> Result<(), SltError> {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let (name, partition, at) = match words.as_slice() {
+            [name, p] => (*name, *p, "2030-01-01T00:00:00Z"),
+            [name, p, "AT", at] => (*name, *p, *at),
+            _ => return Err(SltError(format!("RUN JOB <name> <partition> [AT <time>]: `{args}`"))),
+        };
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .map_err(|e| SltError(format!("AT `{at}`: {e}")))?
+            .with_timezone(&chrono::Utc);
+        let jobs = gamelake_jobs::Jobs::load(
+            Some(&self.fixtures.join("jobs")),
+            true,
+            &[],
+            chrono_tz::Asia::Seoul,
+        )
+        .map_err(SltError)?;
+        let job = jobs.find(name).map_err(SltError)?;
+        let p = gamelake_jobs::Partition::parse(partition).map_err(SltError)?;
+        let lake = Lake::open(&self.data_dir.display().to_string())
+            .map_err(|e| SltError(e.to_string()))?;
+        let runner = gamelake_jobs::Runner::new(
+            lake,
+            gamelake_jobs::KpiConfig::default(),
+            None,
+            self.runs.clone(),
+        );
+        let r = runner
+            .attempt(job, p, gamelake_jobs::Trigger::Manual, 1, &move || at)
+            .await;
+        match r.status {
+            gamelake_jobs::RunStatus::Succeeded => Ok(()),
+            _ => Err(SltError(r.error.unwrap_or_default())),
+        }
+    }
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for Db {
     type Error = SltError;
@@ -77,6 +119,10 @@ impl sqllogictest::AsyncDB for Db {
         let trimmed = sql.trim();
         if let Some(rest) = trimmed.strip_prefix("LOAD ") {
             self.load(rest.trim().trim_matches('\'')).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if let Some(rest) = trimmed.strip_prefix("RUN JOB ") {
+            self.run_job(rest).await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         let (schema, batches) = self
@@ -182,12 +228,14 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = scratch.path().join("data");
     let metrics = Arc::new(gamelake::metrics::Metrics::default());
+    let runs = gamelake_jobs::RunLog::open(&scratch.path().join("_jobs")).map_err(|e| e.to_string())?;
     let make = {
         let data_dir = data_dir.clone();
         move || {
             let data_dir = data_dir.clone();
             let fixtures = fixtures.clone();
             let metrics = metrics.clone();
+            let runs = runs.clone();
             async move {
                 let lake = Lake::open(&data_dir.display().to_string())
                     .map_err(|e| SltError(e.to_string()))?;
@@ -198,6 +246,7 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
                         lake,
                         metrics: metrics.clone(),
                         queries: Arc::default(),
+                        runs: runs.clone(),
                     }),
                 );
                 Ok::<_, SltError>(Db {
@@ -205,6 +254,7 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
                     fixtures,
                     engine,
                     metrics,
+                    runs,
                 })
             }
         }
