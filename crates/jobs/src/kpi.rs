@@ -233,7 +233,9 @@ impl Tables<'_> {
         }
         self.union(
             selects,
-            format!("CAST(NULL AS VARCHAR) AS account, CAST(NULL AS VARCHAR) AS kind, {EMPTY_TIME}"),
+            format!(
+                "CAST(NULL AS VARCHAR) AS account, CAST(NULL AS VARCHAR) AS kind, {EMPTY_TIME}"
+            ),
         )
     }
 
@@ -328,11 +330,25 @@ mod tests {
         let mut tables = BTreeMap::new();
         tables.insert(
             "payment".to_string(),
-            v(&["account_id", "playerId", "price_krw", "server", "event_time", "event_date"]),
+            v(&[
+                "account_id",
+                "playerId",
+                "price_krw",
+                "server",
+                "event_time",
+                "event_date",
+            ]),
         );
-        tables.insert("combat".to_string(), v(&["char_id", "event_time", "event_date"]));
-        tables.insert("item".to_string(), v(&["playerId", "itemId", "count", "event_time", "event_date"]));
-        let views: BTreeMap<String, String> = KpiConfig::default().views(&tables).into_iter().collect();
+        tables.insert(
+            "combat".to_string(),
+            v(&["char_id", "event_time", "event_date"]),
+        );
+        tables.insert(
+            "item".to_string(),
+            v(&["playerId", "itemId", "count", "event_time", "event_date"]),
+        );
+        let views: BTreeMap<String, String> =
+            KpiConfig::default().views(&tables).into_iter().collect();
         let activity = &views["activity"];
         assert!(activity.contains(
             "coalesce(CAST(\"account_id\" AS VARCHAR), CAST(\"playerId\" AS VARCHAR)) AS account"

@@ -159,7 +159,8 @@ impl Maintenance {
         now: DateTime<Utc>,
         vacuum_retention: Option<Duration>,
     ) -> RunRecord {
-        let mut record = RunRecord::start(task.name(), &id.to_string(), Trigger::Maintenance, 1, now);
+        let mut record =
+            RunRecord::start(task.name(), &id.to_string(), Trigger::Maintenance, 1, now);
         let _ = self.log.record(&record);
         let outcome = match task {
             Task::Compact => self.compact(id).await,
@@ -213,7 +214,10 @@ impl Maintenance {
             return Ok(Done {
                 files_before: before,
                 files_after: before,
-                detail: format!("files {before}: no partition has {} files or more", self.cfg.min_files.max(2)),
+                detail: format!(
+                    "files {before}: no partition has {} files or more",
+                    self.cfg.min_files.max(2)
+                ),
             });
         }
         let target = NonZeroU64::new(self.cfg.target_file_mb << 20).expect("validated positive");

@@ -15,7 +15,10 @@ pub const BUILTIN: [(&str, &str); 6] = [
     ("retention.sql", include_str!("../sql/retention.sql")),
     ("ccu.sql", include_str!("../sql/ccu.sql")),
     ("item_economy.sql", include_str!("../sql/item_economy.sql")),
-    ("currency_flow.sql", include_str!("../sql/currency_flow.sql")),
+    (
+        "currency_flow.sql",
+        include_str!("../sql/currency_flow.sql"),
+    ),
 ];
 
 /// Jobs in dependency order (a job after the jobs it depends on).
@@ -59,7 +62,12 @@ impl Jobs {
                     .and_then(|s| s.to_str())
                     .unwrap_or("job")
                     .to_string();
-                add(JobSpec::parse(&path.display().to_string(), &stem, &text, tz)?);
+                add(JobSpec::parse(
+                    &path.display().to_string(),
+                    &stem,
+                    &text,
+                    tz,
+                )?);
             }
         }
         jobs.retain(|j| !disabled.contains(&j.name));
@@ -88,10 +96,9 @@ impl Jobs {
         let mut done: Vec<JobSpec> = Vec::new();
         let mut left = jobs;
         while !left.is_empty() {
-            let ready = left.iter().position(|j| {
-                j.upstream_jobs()
-                    .all(|d| done.iter().any(|x| x.name == d))
-            });
+            let ready = left
+                .iter()
+                .position(|j| j.upstream_jobs().all(|d| done.iter().any(|x| x.name == d)));
             match ready {
                 Some(i) => done.push(left.remove(i)),
                 None => {
@@ -141,7 +148,14 @@ mod tests {
         let names: Vec<&str> = jobs.all().iter().map(|j| j.name.as_str()).collect();
         assert_eq!(
             names,
-            ["dau", "revenue", "retention", "ccu", "item_economy", "currency_flow"]
+            [
+                "dau",
+                "revenue",
+                "retention",
+                "ccu",
+                "item_economy",
+                "currency_flow"
+            ]
         );
         assert_eq!(jobs.downstream("dau")[0].name, "revenue");
     }

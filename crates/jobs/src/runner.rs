@@ -57,7 +57,11 @@ impl Runner {
     pub async fn engine(&self) -> anyhow::Result<QueryEngine> {
         let engine = QueryEngine::with_memory_limit(self.lake.clone(), self.memory_limit);
         let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for name in self.lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
+        for name in self
+            .lake
+            .list_tables(gamelake_common::SCHEMA_SILVER)
+            .await?
+        {
             let id = TableId::new(gamelake_common::SCHEMA_SILVER, &name);
             if let Some(info) = self.lake.describe(&id).await? {
                 tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());

@@ -108,7 +108,13 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    pub fn start(job: &str, partition: &str, trigger: Trigger, attempt: u32, now: DateTime<Utc>) -> Self {
+    pub fn start(
+        job: &str,
+        partition: &str,
+        trigger: Trigger,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             run_id: new_run_id(now),
             job: job.to_string(),

@@ -98,7 +98,8 @@ pub fn plan(
             _ => h.failures.push(r),
         }
     }
-    let catch_up = chrono::Duration::from_std(settings.catch_up).unwrap_or(chrono::Duration::days(3));
+    let catch_up =
+        chrono::Duration::from_std(settings.catch_up).unwrap_or(chrono::Duration::days(3));
     let mut out: Vec<Due> = Vec::new();
     for job in jobs.all() {
         // partition → (trigger, the instant since which it is wanted)
@@ -220,7 +221,9 @@ fn late_data(
         let now_rows = by_day.get(&p.date).copied().unwrap_or(0);
         if now_rows > before {
             for q in job.with_rebuilds(p) {
-                wanted.entry(q).or_insert((Trigger::LateData, success.started));
+                wanted
+                    .entry(q)
+                    .or_insert((Trigger::LateData, success.started));
             }
         }
     }
@@ -319,16 +322,27 @@ impl Scheduler {
         let mut started = Vec::new();
         for due in plan(&self.jobs, &runs, &rows, now, &self.settings) {
             let key = (due.job.clone(), due.partition.to_string());
-            if self.in_flight.lock().expect("in-flight lock").contains(&key) {
+            if self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .contains(&key)
+            {
                 continue;
             }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
             let job = self.jobs.get(&due.job).expect("planned jobs exist").clone();
-            self.in_flight.lock().expect("in-flight lock").insert(key.clone());
-            let (runner, clock, in_flight) =
-                (self.runner.clone(), self.clock.clone(), self.in_flight.clone());
+            self.in_flight
+                .lock()
+                .expect("in-flight lock")
+                .insert(key.clone());
+            let (runner, clock, in_flight) = (
+                self.runner.clone(),
+                self.clock.clone(),
+                self.in_flight.clone(),
+            );
             started.push(tokio::spawn(async move {
                 let now = move || clock.now();
                 let record = runner
@@ -354,13 +368,22 @@ impl Scheduler {
                     .iter()
                     .any(|r| r.job == tasks[0].name() && r.started >= fire);
                 let key = (tasks[0].name().to_string(), "*".to_string());
-                if done || self.in_flight.lock().expect("in-flight lock").contains(&key) {
+                if done
+                    || self
+                        .in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .contains(&key)
+                {
                     continue;
                 }
                 let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                     break;
                 };
-                self.in_flight.lock().expect("in-flight lock").insert(key.clone());
+                self.in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .insert(key.clone());
                 let (maintenance, clock, in_flight) = (
                     m.maintenance.clone(),
                     self.clock.clone(),
@@ -373,7 +396,9 @@ impl Scheduler {
                         Ok(tables) => {
                             for table in tables {
                                 for task in &tasks {
-                                    records.push(maintenance.run(*task, &table, clock.now(), None).await);
+                                    records.push(
+                                        maintenance.run(*task, &table, clock.now(), None).await,
+                                    );
                                 }
                             }
                         }
@@ -453,24 +478,60 @@ mod tests {
         let due = plan(&j, &[], &SourceRows::new(), utc("2026-11-28T00:15:00Z"), &s);
         assert_eq!(names(&due), ["a 2026-11-27 schedule"]);
         // Built after the fire time: nothing more to do.
-        let runs = [run("a", "2026-11-27", RunStatus::Succeeded, "2026-11-28T00:15:01Z", "2026-11-28T00:15:05Z")];
-        assert!(plan(&j, &runs, &SourceRows::new(), utc("2026-11-28T00:20:00Z"), &s).is_empty());
+        let runs = [run(
+            "a",
+            "2026-11-27",
+            RunStatus::Succeeded,
+            "2026-11-28T00:15:01Z",
+            "2026-11-28T00:15:05Z",
+        )];
+        assert!(plan(
+            &j,
+            &runs,
+            &SourceRows::new(),
+            utc("2026-11-28T00:20:00Z"),
+            &s
+        )
+        .is_empty());
         // A run still going on is not started twice.
         let mut running = runs[0].clone();
         running.status = RunStatus::Running;
-        assert!(plan(&j, &[running], &SourceRows::new(), utc("2026-11-28T00:20:00Z"), &s).is_empty());
+        assert!(plan(
+            &j,
+            &[running],
+            &SourceRows::new(),
+            utc("2026-11-28T00:20:00Z"),
+            &s
+        )
+        .is_empty());
     }
 
     #[test]
     fn catch_up_after_downtime_within_the_window() {
         let j = jobs(&[("a", DAILY)]);
         let s = Settings::default(); // 3 days
-        // Down since the 24th: the fires of the 26th, 27th and 28th are caught up.
-        let runs = [run("a", "2026-11-24", RunStatus::Succeeded, "2026-11-25T00:15:00Z", "2026-11-25T00:16:00Z")];
-        let due = plan(&j, &runs, &SourceRows::new(), utc("2026-11-28T09:00:00Z"), &s);
+                                     // Down since the 24th: the fires of the 26th, 27th and 28th are caught up.
+        let runs = [run(
+            "a",
+            "2026-11-24",
+            RunStatus::Succeeded,
+            "2026-11-25T00:15:00Z",
+            "2026-11-25T00:16:00Z",
+        )];
+        let due = plan(
+            &j,
+            &runs,
+            &SourceRows::new(),
+            utc("2026-11-28T09:00:00Z"),
+            &s,
+        );
         assert_eq!(
             names(&due),
-            ["a 2026-11-25 schedule", "a 2026-11-26 schedule", "a 2026-11-27 schedule"]
+            [
+                "a 2026-11-25 schedule",
+                "a 2026-11-26 schedule",
+                "a 2026-11-27 schedule"
+            ]
         );
     }
 
@@ -482,18 +543,53 @@ mod tests {
             ..Settings::default()
         };
         let rows = SourceRows::new();
-        let f1 = run("a", "2026-11-27", RunStatus::Failed, "2026-11-28T00:15:00Z", "2026-11-28T00:15:10Z");
+        let f1 = run(
+            "a",
+            "2026-11-27",
+            RunStatus::Failed,
+            "2026-11-28T00:15:00Z",
+            "2026-11-28T00:15:10Z",
+        );
         // Backoff 60 s after the first failure.
         assert!(plan(&j, &[f1.clone()], &rows, utc("2026-11-28T00:16:00Z"), &s).is_empty());
         let due = plan(&j, &[f1.clone()], &rows, utc("2026-11-28T00:16:10Z"), &s);
         assert_eq!(names(&due), ["a 2026-11-27 retry"]);
         assert_eq!(due[0].attempt, 2);
         // Then 120 s after the second.
-        let f2 = run("a", "2026-11-27", RunStatus::TimedOut, "2026-11-28T00:16:10Z", "2026-11-28T00:17:00Z");
-        assert!(plan(&j, &[f1.clone(), f2.clone()], &rows, utc("2026-11-28T00:18:59Z"), &s).is_empty());
-        assert_eq!(plan(&j, &[f1.clone(), f2.clone()], &rows, utc("2026-11-28T00:19:00Z"), &s)[0].attempt, 3);
+        let f2 = run(
+            "a",
+            "2026-11-27",
+            RunStatus::TimedOut,
+            "2026-11-28T00:16:10Z",
+            "2026-11-28T00:17:00Z",
+        );
+        assert!(plan(
+            &j,
+            &[f1.clone(), f2.clone()],
+            &rows,
+            utc("2026-11-28T00:18:59Z"),
+            &s
+        )
+        .is_empty());
+        assert_eq!(
+            plan(
+                &j,
+                &[f1.clone(), f2.clone()],
+                &rows,
+                utc("2026-11-28T00:19:00Z"),
+                &s
+            )[0]
+            .attempt,
+            3
+        );
         // Three failures with `retries: 2`: given up until the next trigger.
-        let f3 = run("a", "2026-11-27", RunStatus::Failed, "2026-11-28T00:19:00Z", "2026-11-28T00:19:01Z");
+        let f3 = run(
+            "a",
+            "2026-11-27",
+            RunStatus::Failed,
+            "2026-11-28T00:19:00Z",
+            "2026-11-28T00:19:01Z",
+        );
         let all = [f1, f2, f3];
         assert!(plan(&j, &all, &rows, utc("2026-11-28T00:59:00Z"), &s).is_empty());
         // The next day's fire builds its own partition.
@@ -511,18 +607,58 @@ mod tests {
         let rows = SourceRows::new();
         let at = utc("2026-11-28T00:15:00Z");
         // `a` first; `b` waits for it.
-        assert_eq!(names(&plan(&j, &[], &rows, at, &s)), ["a 2026-11-27 schedule"]);
-        let a = run("a", "2026-11-27", RunStatus::Succeeded, "2026-11-28T00:15:00Z", "2026-11-28T00:15:30Z");
         assert_eq!(
-            names(&plan(&j, &[a.clone()], &rows, utc("2026-11-28T00:16:00Z"), &s)),
+            names(&plan(&j, &[], &rows, at, &s)),
+            ["a 2026-11-27 schedule"]
+        );
+        let a = run(
+            "a",
+            "2026-11-27",
+            RunStatus::Succeeded,
+            "2026-11-28T00:15:00Z",
+            "2026-11-28T00:15:30Z",
+        );
+        assert_eq!(
+            names(&plan(
+                &j,
+                &[a.clone()],
+                &rows,
+                utc("2026-11-28T00:16:00Z"),
+                &s
+            )),
             ["b 2026-11-27 schedule"]
         );
-        let b = run("b", "2026-11-27", RunStatus::Succeeded, "2026-11-28T00:16:00Z", "2026-11-28T00:16:10Z");
-        assert!(plan(&j, &[a.clone(), b.clone()], &rows, utc("2026-11-28T00:17:00Z"), &s).is_empty());
+        let b = run(
+            "b",
+            "2026-11-27",
+            RunStatus::Succeeded,
+            "2026-11-28T00:16:00Z",
+            "2026-11-28T00:16:10Z",
+        );
+        assert!(plan(
+            &j,
+            &[a.clone(), b.clone()],
+            &rows,
+            utc("2026-11-28T00:17:00Z"),
+            &s
+        )
+        .is_empty());
         // `a` rebuilt (by hand, say): `b` follows.
-        let a2 = run("a", "2026-11-27", RunStatus::Succeeded, "2026-11-28T03:00:00Z", "2026-11-28T03:00:30Z");
+        let a2 = run(
+            "a",
+            "2026-11-27",
+            RunStatus::Succeeded,
+            "2026-11-28T03:00:00Z",
+            "2026-11-28T03:00:30Z",
+        );
         assert_eq!(
-            names(&plan(&j, &[a, b, a2], &rows, utc("2026-11-28T03:01:00Z"), &s)),
+            names(&plan(
+                &j,
+                &[a, b, a2],
+                &rows,
+                utc("2026-11-28T03:01:00Z"),
+                &s
+            )),
             ["b 2026-11-27 upstream"]
         );
     }
@@ -534,7 +670,13 @@ mod tests {
             catch_up: Duration::from_secs(3600),
             ..Settings::default()
         };
-        let built = run("r", "2026-11-26", RunStatus::Succeeded, "2026-11-27T00:15:00Z", "2026-11-27T00:16:00Z");
+        let built = run(
+            "r",
+            "2026-11-26",
+            RunStatus::Succeeded,
+            "2026-11-27T00:15:00Z",
+            "2026-11-27T00:16:00Z",
+        );
         let at = utc("2026-11-28T05:00:00Z");
         let mut rows = SourceRows::new();
         let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
@@ -543,7 +685,11 @@ mod tests {
         rows.insert("r".into(), BTreeMap::from([(day, 12)]));
         assert_eq!(
             names(&plan(&j, &[built], &rows, at, &s)),
-            ["r 2026-11-19 late_data", "r 2026-11-25 late_data", "r 2026-11-26 late_data"]
+            [
+                "r 2026-11-19 late_data",
+                "r 2026-11-25 late_data",
+                "r 2026-11-26 late_data"
+            ]
         );
     }
 

@@ -173,7 +173,12 @@ pub const DEFAULT_HOURLY: &str = "10 * * * *";
 
 impl JobSpec {
     /// Parses a job file. `default_tz` is the game's time zone.
-    pub fn parse(source: &str, default_name: &str, text: &str, default_tz: Tz) -> Result<Self, String> {
+    pub fn parse(
+        source: &str,
+        default_name: &str,
+        text: &str,
+        default_tz: Tz,
+    ) -> Result<Self, String> {
         let err = |line: usize, msg: String| format!("{source}:{line}: {msg}");
         let mut header: BTreeMap<String, (usize, String)> = BTreeMap::new();
         let mut body_start = 0;
@@ -202,12 +207,17 @@ impl JobSpec {
             }
             body_start += line.len();
         }
-        let sql = text[body_start.min(text.len())..].trim().trim_end_matches(';').to_string();
+        let sql = text[body_start.min(text.len())..]
+            .trim()
+            .trim_end_matches(';')
+            .to_string();
         if sql.is_empty() {
             return Err(format!("{source}: the job has no SQL after its header"));
         }
         let mut take = |key: &str| header.remove(key);
-        let name = take("name").map(|v| v.1).unwrap_or_else(|| default_name.to_string());
+        let name = take("name")
+            .map(|v| v.1)
+            .unwrap_or_else(|| default_name.to_string());
         if name.is_empty()
             || !name
                 .chars()
@@ -265,10 +275,9 @@ impl JobSpec {
             None => Vec::new(),
             Some((l, v)) => list(&v)
                 .map(|n| {
-                    n.parse::<u32>()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| err(l, format!("`rebuild_back`: `{n}` is not a positive number")))
+                    n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        err(l, format!("`rebuild_back`: `{n}` is not a positive number"))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -424,7 +433,10 @@ pub fn substitute(sql: &str, params: &BTreeMap<&'static str, String>) -> Result<
                 i += 2;
             }
             b':' if b.get(i + 1) == Some(&b':') => i += 2,
-            b':' if b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') => {
+            b':' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
                 let start = i + 1;
                 let mut end = start;
                 while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
@@ -485,8 +497,14 @@ mod tests {
     #[test]
     fn header_errors_name_file_line_and_key() {
         for (text, needle) in [
-            ("-- schedul: 1 * * * *\nSELECT 1", "t.sql:1: unknown header key `schedul`"),
-            ("-- schedule: 61 * * * *\nSELECT 1", "t.sql:1: `schedule`: cron minute"),
+            (
+                "-- schedul: 1 * * * *\nSELECT 1",
+                "t.sql:1: unknown header key `schedul`",
+            ),
+            (
+                "-- schedule: 61 * * * *\nSELECT 1",
+                "t.sql:1: `schedule`: cron minute",
+            ),
             ("-- granularity: week\nSELECT 1", "use `day` or `hour`"),
             ("-- name: x\n", "no SQL"),
             ("SELECT :dat", "unknown parameter `:dat`"),
@@ -499,7 +517,8 @@ mod tests {
 
     #[test]
     fn parameters_skip_strings_comments_and_casts() {
-        let p = Partition::hour(date("2026-11-28"), 5).params(chrono_tz::Asia::Seoul, date("2026-11-29"));
+        let p = Partition::hour(date("2026-11-28"), 5)
+            .params(chrono_tz::Asia::Seoul, date("2026-11-29"));
         let sql = "SELECT ':date', \":start\", x::date, :date, :hour -- :end\n/* :end */ FROM t WHERE t >= :start AND t < :end AND d < :today";
         assert_eq!(
             substitute(sql, &p).unwrap(),
@@ -510,14 +529,31 @@ mod tests {
 
     #[test]
     fn partitions_fire_times_and_bounds() {
-        let j = JobSpec::parse("t.sql", "h", "-- granularity: hour\nSELECT 1", chrono_tz::Asia::Seoul).unwrap();
+        let j = JobSpec::parse(
+            "t.sql",
+            "h",
+            "-- granularity: hour\nSELECT 1",
+            chrono_tz::Asia::Seoul,
+        )
+        .unwrap();
         // 00:10 in Seoul on the 29th builds hour 23 of the 28th.
-        let at = DateTime::parse_from_rfc3339("2026-11-28T15:10:00Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-11-28T15:10:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(j.partition_for_fire(at).to_string(), "2026-11-28T23");
-        assert_eq!(Partition::hour(date("2026-11-28"), 0).back(1).to_string(), "2026-11-27T23");
-        assert_eq!(Partition::parse("2026-11-28T05").unwrap(), Partition::hour(date("2026-11-28"), 5));
+        assert_eq!(
+            Partition::hour(date("2026-11-28"), 0).back(1).to_string(),
+            "2026-11-27T23"
+        );
+        assert_eq!(
+            Partition::parse("2026-11-28T05").unwrap(),
+            Partition::hour(date("2026-11-28"), 5)
+        );
         assert!(Partition::parse("2026-11-28T24").is_err());
-        assert_eq!(j.partitions(date("2026-11-27"), date("2026-11-28")).len(), 48);
+        assert_eq!(
+            j.partitions(date("2026-11-27"), date("2026-11-28")).len(),
+            48
+        );
         // A day in New York when clocks go back has 25 hours.
         let (s, e) = Partition::day(date("2026-11-01")).bounds(chrono_tz::America::New_York);
         assert_eq!((e - s).num_hours(), 25);

@@ -225,7 +225,10 @@ pub async fn replace_partition(
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(predicate.to_string()),
-        None => lake.unloaded(id)?.write(batches).with_save_mode(SaveMode::Append),
+        None => lake
+            .unloaded(id)?
+            .write(batches)
+            .with_save_mode(SaveMode::Append),
     };
     let table = builder
         .with_schema_mode(SchemaMode::Merge)

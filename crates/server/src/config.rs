@@ -455,7 +455,11 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let jobs_dir = file.jobs.dir.clone().unwrap_or_else(|| local_root.join("jobs"));
+    let jobs_dir = file
+        .jobs
+        .dir
+        .clone()
+        .unwrap_or_else(|| local_root.join("jobs"));
     let jobs_state_dir = file
         .jobs
         .state_dir
@@ -468,7 +472,9 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
         bail!("`jobs.tick_s` must be positive");
     }
     file.kpi.validate().map_err(|e| anyhow::anyhow!(e))?;
-    file.maintenance.validate().map_err(|e| anyhow::anyhow!(e))?;
+    file.maintenance
+        .validate()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let parse = gamelake_parse::ParseConfig {
         time_zone: file.game.time_zone.clone(),
         code_field: file.game.code_field.clone(),

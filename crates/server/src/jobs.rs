@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use gamelake_jobs::maintenance::Task;
 use gamelake_jobs::scheduler::{MaintenancePlan, Scheduler};
-use gamelake_jobs::{JobSpec, Jobs, Maintenance, Partition, RunLog, RunRecord, RunStatus, Runner, Trigger};
+use gamelake_jobs::{
+    JobSpec, Jobs, Maintenance, Partition, RunLog, RunRecord, RunStatus, Runner, Trigger,
+};
 use gamelake_lake::{Lake, TableId};
 
 use crate::config::Config;
@@ -57,7 +59,9 @@ pub struct Context {
 impl Context {
     pub fn open(cfg: Config) -> anyhow::Result<Self> {
         let lake = Lake::open(&cfg.data_dir)?;
-        let jobs = cfg.load_jobs().map_err(|e| exit(EXIT_USAGE, format!("{e:#}")))?;
+        let jobs = cfg
+            .load_jobs()
+            .map_err(|e| exit(EXIT_USAGE, format!("{e:#}")))?;
         let log = RunLog::open(&cfg.jobs_state_dir).map_err(|e| {
             exit(
                 EXIT_USAGE,
@@ -138,14 +142,23 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
             .iter()
             .rev()
             .find(|r| r.job == job.name)
-            .map(|r| format!("{} {} {}", r.partition, r.status.as_str(), r.started.format("%m-%d %H:%M")))
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r.partition,
+                    r.status.as_str(),
+                    r.started.format("%m-%d %H:%M")
+                )
+            })
             .unwrap_or_else(|| "never".into());
         let deps: Vec<String> = job
             .depends_on
             .iter()
             .map(|d| match d {
                 gamelake_jobs::spec::Dependency::Job(j) => j.clone(),
-                gamelake_jobs::spec::Dependency::Table { schema, table } => format!("{schema}.{table}"),
+                gamelake_jobs::spec::Dependency::Table { schema, table } => {
+                    format!("{schema}.{table}")
+                }
             })
             .collect();
         println!(
@@ -176,7 +189,10 @@ fn partitions_of(job: &JobSpec, date: &str) -> anyhow::Result<Vec<Partition>> {
         (gamelake_jobs::spec::Granularity::Day, Some(_)) => {
             return Err(exit(
                 EXIT_USAGE,
-                format!("job `{}` builds days: give --date without an hour", job.name),
+                format!(
+                    "job `{}` builds days: give --date without an hour",
+                    job.name
+                ),
             ))
         }
         (gamelake_jobs::spec::Granularity::Hour, Some(_)) => vec![p],
@@ -243,14 +259,20 @@ pub async fn run(
         if !ignore_dependencies {
             check_upstream(ctx, job, p)?;
         }
-        let r = ctx.runner.run(job, p, Trigger::Manual, Utc::now, retries).await;
+        let r = ctx
+            .runner
+            .run(job, p, Trigger::Manual, Utc::now, retries)
+            .await;
         println!("{}", describe(&r));
         if r.status != RunStatus::Succeeded {
             failed += 1;
         }
     }
     if failed > 0 {
-        return Err(exit(EXIT_FAILED, format!("{failed} build(s) of `{name}` failed")));
+        return Err(exit(
+            EXIT_FAILED,
+            format!("{failed} build(s) of `{name}` failed"),
+        ));
     }
     Ok(())
 }
@@ -311,12 +333,19 @@ pub async fn backfill(
 ) -> anyhow::Result<()> {
     let job = ctx.jobs.find(name).map_err(|e| exit(EXIT_USAGE, e))?;
     let day = |s: &str, flag: &str| {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| exit(EXIT_USAGE, format!("{flag} `{s}` is not a date like 2026-11-28")))
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+            exit(
+                EXIT_USAGE,
+                format!("{flag} `{s}` is not a date like 2026-11-28"),
+            )
+        })
     };
     let (from, to) = (day(from, "--from")?, day(to, "--to")?);
     if from > to {
-        return Err(exit(EXIT_USAGE, format!("--from {from} is after --to {to}")));
+        return Err(exit(
+            EXIT_USAGE,
+            format!("--from {from} is after --to {to}"),
+        ));
     }
     let mut order: Vec<&JobSpec> = vec![job];
     if with_downstream {
@@ -337,7 +366,10 @@ pub async fn backfill(
     let mut progress = Progress::new(plan.len());
     let mut failed = Vec::new();
     for (j, p) in plan {
-        let r = ctx.runner.run(j, p, Trigger::Backfill, Utc::now, true).await;
+        let r = ctx
+            .runner
+            .run(j, p, Trigger::Backfill, Utc::now, true)
+            .await;
         progress.step(&describe(&r));
         if r.status != RunStatus::Succeeded {
             failed.push(format!("{} {}", j.name, p));
@@ -419,7 +451,10 @@ pub async fn maintain(
     let tables = match name {
         Some(n) => {
             let (schema, table) = n.split_once('.').ok_or_else(|| {
-                exit(EXIT_USAGE, format!("`{n}` is not schema.table, e.g. silver.item"))
+                exit(
+                    EXIT_USAGE,
+                    format!("`{n}` is not schema.table, e.g. silver.item"),
+                )
             })?;
             let id = TableId::new(schema, table);
             if !ctx.lake.exists(&id).await? {
@@ -439,7 +474,9 @@ pub async fn maintain(
         for t in tasks {
             let r = m.run(*t, id, Utc::now(), retention).await;
             let line = match r.status {
-                RunStatus::Succeeded => format!("{} {id}: {}", t.name(), r.detail.unwrap_or_default()),
+                RunStatus::Succeeded => {
+                    format!("{} {id}: {}", t.name(), r.detail.unwrap_or_default())
+                }
                 _ => {
                     failed += 1;
                     format!("{} {id} failed: {}", t.name(), r.error.unwrap_or_default())
@@ -449,7 +486,10 @@ pub async fn maintain(
         }
     }
     if failed > 0 {
-        return Err(exit(EXIT_FAILED, format!("{failed} maintenance task(s) failed")));
+        return Err(exit(
+            EXIT_FAILED,
+            format!("{failed} maintenance task(s) failed"),
+        ));
     }
     Ok(())
 }

@@ -435,7 +435,9 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
                     date,
                     ignore_dependencies,
                     no_retries,
-                } => gamelake::jobs::run(&ctx, &name, &date, ignore_dependencies, !no_retries).await,
+                } => {
+                    gamelake::jobs::run(&ctx, &name, &date, ignore_dependencies, !no_retries).await
+                }
                 JobsAction::Backfill {
                     name,
                     from,

@@ -106,16 +106,10 @@ pub async fn run(
         "recovery done"
     );
     let _ = cell.set(pipeline.clone());
-    let scheduler = cfg
-        .jobs
-        .enabled
-        .then(|| {
-            let scheduler = crate::jobs::scheduler(&cfg, lake_for_jobs, jobs, runs);
-            tokio::spawn(scheduler.run(
-                Duration::from_secs(cfg.jobs.tick_s),
-                std::future::pending(),
-            ))
-        });
+    let scheduler = cfg.jobs.enabled.then(|| {
+        let scheduler = crate::jobs::scheduler(&cfg, lake_for_jobs, jobs, runs);
+        tokio::spawn(scheduler.run(Duration::from_secs(cfg.jobs.tick_s), std::future::pending()))
+    });
     let traffic = demo.map(|d| {
         print_demo_banner(&addr.to_string(), &d, &cfg);
         tokio::spawn(demo_traffic(

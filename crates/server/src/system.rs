@@ -306,11 +306,18 @@ impl SystemSchema {
                 ),
                 Arc::new(Float64Array::from(
                     runs.iter()
-                        .map(|r| r.ended.map(|e| (e - r.started).num_milliseconds() as f64 / 1000.0))
+                        .map(|r| {
+                            r.ended
+                                .map(|e| (e - r.started).num_milliseconds() as f64 / 1000.0)
+                        })
                         .collect::<Vec<_>>(),
                 )),
-                Arc::new(UInt64Array::from(runs.iter().map(|r| r.rows).collect::<Vec<_>>())),
-                Arc::new(UInt64Array::from(runs.iter().map(|r| r.version).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(
+                    runs.iter().map(|r| r.rows).collect::<Vec<_>>(),
+                )),
+                Arc::new(UInt64Array::from(
+                    runs.iter().map(|r| r.version).collect::<Vec<_>>(),
+                )),
                 Arc::new(UInt64Array::from(
                     runs.iter().map(|r| r.input_rows).collect::<Vec<_>>(),
                 )),

@@ -78,7 +78,11 @@ impl Db {
         let (name, partition, at) = match words.as_slice() {
             [name, p] => (*name, *p, "2030-01-01T00:00:00Z"),
             [name, p, "AT", at] => (*name, *p, *at),
-            _ => return Err(SltError(format!("RUN JOB <name> <partition> [AT <time>]: `{args}`"))),
+            _ => {
+                return Err(SltError(format!(
+                    "RUN JOB <name> <partition> [AT <time>]: `{args}`"
+                )))
+            }
         };
         let at = chrono::DateTime::parse_from_rfc3339(at)
             .map_err(|e| SltError(format!("AT `{at}`: {e}")))?
@@ -228,7 +232,8 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = scratch.path().join("data");
     let metrics = Arc::new(gamelake::metrics::Metrics::default());
-    let runs = gamelake_jobs::RunLog::open(&scratch.path().join("_jobs")).map_err(|e| e.to_string())?;
+    let runs =
+        gamelake_jobs::RunLog::open(&scratch.path().join("_jobs")).map_err(|e| e.to_string())?;
     let make = {
         let data_dir = data_dir.clone();
         move || {
