@@ -551,8 +551,21 @@ mod tests {
             "2026-11-28T00:15:10Z",
         );
         // Backoff 60 s after the first failure.
-        assert!(plan(&j, &[f1.clone()], &rows, utc("2026-11-28T00:16:00Z"), &s).is_empty());
-        let due = plan(&j, &[f1.clone()], &rows, utc("2026-11-28T00:16:10Z"), &s);
+        assert!(plan(
+            &j,
+            std::slice::from_ref(&f1),
+            &rows,
+            utc("2026-11-28T00:16:00Z"),
+            &s
+        )
+        .is_empty());
+        let due = plan(
+            &j,
+            std::slice::from_ref(&f1),
+            &rows,
+            utc("2026-11-28T00:16:10Z"),
+            &s,
+        );
         assert_eq!(names(&due), ["a 2026-11-27 retry"]);
         assert_eq!(due[0].attempt, 2);
         // Then 120 s after the second.
@@ -621,7 +634,7 @@ mod tests {
         assert_eq!(
             names(&plan(
                 &j,
-                &[a.clone()],
+                std::slice::from_ref(&a),
                 &rows,
                 utc("2026-11-28T00:16:00Z"),
                 &s
@@ -681,7 +694,7 @@ mod tests {
         let mut rows = SourceRows::new();
         let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
         rows.insert("r".into(), BTreeMap::from([(day, 10)]));
-        assert!(plan(&j, &[built.clone()], &rows, at, &s).is_empty());
+        assert!(plan(&j, std::slice::from_ref(&built), &rows, at, &s).is_empty());
         rows.insert("r".into(), BTreeMap::from([(day, 12)]));
         assert_eq!(
             names(&plan(&j, &[built], &rows, at, &s)),

@@ -5,6 +5,7 @@ mod dashboard;
 mod duckdb;
 mod evolution;
 mod ingest;
+mod jobs;
 mod loadgen;
 mod pg;
 mod util;

@@ -1,0 +1,365 @@
+//! Jobs end to end on the real binary: the command lines an Airflow DAG runs (exit codes,
+//! backfill, history), the scheduler inside `serve` (catch-up, late data), and table
+//! maintenance (compaction while ingest commits, vacuum).
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{gamelake, one, Server};
+
+const KPI_LOG: &str = include_str!("../sql/kpi.log");
+
+/// `gamelake <args> --data-dir <dir>/data --config <dir>/gamelake.toml`.
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    gamelake()
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(dir.join("gamelake.toml"))
+        .output()
+        .expect("running gamelake")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn airflow_command_lines_exit_codes_backfill_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    // The DAG drives the jobs: the server's own scheduler is off.
+    let s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
+    );
+    let jobs = dir.path().join("data").join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("broken.sql"),
+        "-- retries: 1\n-- retry_backoff: 100ms\nSELECT :date AS event_date, no_such_column FROM silver.login",
+    )
+    .unwrap();
+    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM silver.login", one(6))
+        .await;
+
+    let list = cli(dir.path(), &["jobs", "list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    for name in [
+        "dau",
+        "revenue",
+        "retention",
+        "ccu",
+        "item_economy",
+        "currency_flow",
+        "broken",
+    ] {
+        assert!(text(&list.stdout).contains(name), "{}", text(&list.stdout));
+    }
+
+    // revenue depends on dau, which has not built 11-01: exit 3, naming what to run.
+    let out = cli(
+        dir.path(),
+        &["jobs", "run", "revenue", "--date", "2026-11-01"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("gamelake jobs run dau --date 2026-11-01"));
+
+    let out = cli(dir.path(), &["jobs", "run", "dau", "--date", "2026-11-01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("dau 2026-11-01 succeeded: 10 rows"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(
+        dir.path(),
+        &["jobs", "run", "revenue", "--date", "2026-11-01"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Wrong commands: exit 2 with what to fix.
+    let out = cli(dir.path(), &["jobs", "run", "daus", "--date", "2026-11-01"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no job `daus`; the jobs are: dau,"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(dir.path(), &["jobs", "run", "dau", "--date", "2026-13-01"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not a date"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A failing job: its retry runs, then exit 1 with the SQL error.
+    let out = cli(
+        dir.path(),
+        &["jobs", "run", "broken", "--date", "2026-11-01"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("failed after 2 attempt(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("no_such_column"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Backfill dau and what depends on it, oldest day first.
+    let out = cli(
+        dir.path(),
+        &[
+            "jobs",
+            "backfill",
+            "dau",
+            "--from",
+            "2026-10-31",
+            "--to",
+            "2026-11-02",
+            "--with-downstream",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let progress = text(&out.stderr);
+    assert!(
+        progress.contains("[6/6] revenue 2026-11-02 succeeded"),
+        "{progress}"
+    );
+
+    // The server sees the CLI's builds and runs.
+    let rows = s
+        .query("SELECT CAST(event_date AS VARCHAR) AS d, dau, revenue, arpdau FROM gold.revenue ORDER BY event_date")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Value::from("2026-10-31"),
+                Value::from(1),
+                Value::from(0.0),
+                Value::from(0.0)
+            ],
+            vec![
+                Value::from("2026-11-01"),
+                Value::from(4),
+                Value::from(33000.0),
+                Value::from(8250.0)
+            ],
+            vec![
+                Value::from("2026-11-02"),
+                Value::from(2),
+                Value::from(1200.0),
+                Value::from(600.0)
+            ],
+        ]
+    );
+    let runs = s
+        .query("SELECT job, status, count(*) AS n FROM system.job_runs GROUP BY job, status ORDER BY job, status")
+        .await;
+    assert_eq!(
+        runs,
+        vec![
+            vec![Value::from("broken"), Value::from("failed"), Value::from(2)],
+            vec![Value::from("dau"), Value::from("succeeded"), Value::from(4)],
+            vec![
+                Value::from("revenue"),
+                Value::from("succeeded"),
+                Value::from(4)
+            ],
+        ]
+    );
+
+    let out = cli(dir.path(), &["jobs", "history", "dau", "--json"]);
+    assert!(out.status.success());
+    let history: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(history.len(), 4);
+    assert!(history
+        .iter()
+        .all(|r| r["status"] == "succeeded" && r["job"] == "dau"));
+    assert_eq!(history[1]["trigger"], "backfill");
+}
+
+/// Today's date in Seoul, shifted by `days`.
+fn seoul_day(days: i64) -> String {
+    let now = chrono::Utc::now() + chrono::Duration::hours(9) + chrono::Duration::days(days);
+    now.format("%Y-%m-%d").to_string()
+}
+
+#[tokio::test]
+async fn scheduler_in_serve_catches_up_and_rebuilds_late_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\ntick_s = 1\ndisabled = [\"retention\", \"ccu\", \"item_economy\", \"currency_flow\"]\n[maintenance]\nenabled = false\n",
+    );
+    // Two accounts yesterday (Seoul). The scheduler's catch-up builds yesterday at start.
+    let yesterday = seoul_day(-1);
+    let lines = format!(
+        "{yesterday} 12:00:00 [login] {{server=kr-01, account_id=1}}\n{yesterday} 12:05:00 [login] {{server=kr-01, account_id=2}}\n"
+    );
+    assert_eq!(s.post_logs(lines, &[]).await.0, 200);
+    let dau = format!(
+        "SELECT dau FROM gold.dau WHERE event_date = DATE '{yesterday}' AND dimension = 'total'"
+    );
+    s.wait_for(&dau, one(2)).await;
+
+    // A line for yesterday arrives late: dau rebuilds that day, and revenue after it.
+    let late = format!("{yesterday} 23:59:00 [login] {{server=kr-02, account_id=3}}\n");
+    assert_eq!(s.post_logs(late, &[]).await.0, 200);
+    s.wait_for(&dau, one(3)).await;
+    s.wait_for(
+        &format!("SELECT dau FROM gold.revenue WHERE event_date = DATE '{yesterday}'"),
+        one(3),
+    )
+    .await;
+    let triggers = s
+        .query(&format!(
+            "SELECT DISTINCT trigger FROM system.job_runs WHERE job = 'dau' AND partition = '{yesterday}' AND status = 'succeeded' ORDER BY trigger"
+        ))
+        .await;
+    assert!(
+        triggers.contains(&vec![Value::from("late_data")]),
+        "{triggers:?}"
+    );
+}
+
+#[tokio::test]
+async fn compaction_while_ingesting_then_vacuum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 100\n[jobs]\nenabled = false\n[maintenance]\nmin_files = 2\n",
+    );
+    // Twenty commits of one table and day: twenty small files.
+    let line = |i: usize| {
+        format!("{{\"ts\":\"2026-11-28T10:00:00+09:00\",\"code\":\"quest\",\"quest_id\":{i},\"exp\":{}}}\n", i * 10)
+    };
+    for i in 0..20 {
+        assert_eq!(s.post_logs(line(i), &[]).await.0, 200);
+        s.wait_for("SELECT count(*) FROM silver.quest", one(i as i64 + 1))
+            .await;
+    }
+    let files = "SELECT files FROM system.tables WHERE table_name = 'silver.quest'";
+    let before = s.query(files).await[0][0].as_u64().unwrap();
+    assert!(before >= 20, "{before} files");
+    let answer = "SELECT count(*), sum(exp), min(quest_id), max(quest_id) FROM silver.quest";
+    let expected = s.query(answer).await;
+
+    // Compaction runs while ingest goes on committing.
+    let compact = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let out = cli(&dir, &["tables", "compact", "silver.quest"]);
+            (out, started, Instant::now())
+        })
+    };
+    let mut acked_during = 0;
+    let mut i = 20;
+    while !compact.is_finished() {
+        assert_eq!(s.post_logs(line(i), &[]).await.0, 200);
+        i += 1;
+        acked_during += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (out, _, _) = compact.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("compact silver.quest: files"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(acked_during > 0);
+    // Every row acknowledged during compaction is there, once.
+    s.wait_for("SELECT count(*) FROM silver.quest", one(i as i64))
+        .await;
+    assert_eq!(
+        s.query("SELECT count(DISTINCT quest_id) FROM silver.quest")
+            .await,
+        one(i as i64)
+    );
+    // The rows from before read the same; the files are fewer.
+    let old = "SELECT count(*), sum(exp), min(quest_id), max(quest_id) FROM silver.quest WHERE quest_id < 20";
+    assert_eq!(s.query(old).await, expected);
+    let after = s.query(files).await[0][0].as_u64().unwrap();
+    assert!(
+        after < before,
+        "files {before} -> {after} with {acked_during} appends during compaction"
+    );
+
+    // Vacuum with no retention deletes the compacted-away files and nothing a snapshot needs.
+    let out = cli(
+        dir.path(),
+        &["tables", "vacuum", "silver.quest", "--retention", "0s"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a retention under 1h needs --force"
+    );
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
+    let out = cli(
+        dir.path(),
+        &[
+            "tables",
+            "vacuum",
+            "silver.quest",
+            "--retention",
+            "0s",
+            "--force",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deleted: u64 = text(&out.stderr)
+        .split("vacuum silver.quest: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", text(&out.stderr)));
+    assert!(deleted >= 20, "{deleted} files deleted");
+    let out = gamelake()
+        .args(["sql", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("SELECT count(*) FROM silver.quest")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&i.to_string()),
+        "{}",
+        text(&out.stdout)
+    );
+    // Both tasks are in the run log.
+    let out = cli(dir.path(), &["jobs", "history", "--json"]);
+    let jobs: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["job"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for task in ["compact", "checkpoint", "retention", "vacuum"] {
+        assert!(jobs.iter().any(|j| j == task), "{jobs:?}");
+    }
+}
