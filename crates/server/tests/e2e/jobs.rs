@@ -363,3 +363,71 @@ async fn compaction_while_ingesting_then_vacuum() {
         assert!(jobs.iter().any(|j| j == task), "{jobs:?}");
     }
 }
+
+/// The commands of docs/airflow/gamelake_kpi_dag.py, rendered as Airflow would (with stand-ins
+/// for Airflow and pendulum), run in the DAG's order with only the config path changed.
+#[tokio::test]
+async fn airflow_dag_command_lines() {
+    let python = std::env::var("GAMELAKE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rendered = std::process::Command::new(&python)
+        .arg(root.join("tests/clients/airflow_dag.py"))
+        .arg(root.join("../../docs/airflow/gamelake_kpi_dag.py"))
+        .args(["2026-11-01", "2026-11-01T23", "dau", "2026-10-31", "2026-11-02"])
+        .output();
+    let rendered = match rendered {
+        Ok(o) if o.status.success() => text(&o.stdout),
+        Ok(o) => panic!("rendering the DAG failed: {}", text(&o.stderr)),
+        Err(_) => return crate::util::missing("python3"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
+    );
+    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM silver.login", one(6)).await;
+    let config = dir.path().join("airflow.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n[jobs]\nenabled = false\n", dir.path().join("data")),
+    )
+    .unwrap();
+    let mut ran = Vec::new();
+    for line in rendered.lines() {
+        let task: Value = serde_json::from_str(line).unwrap();
+        let command = task["command"]
+            .as_str()
+            .unwrap()
+            .replace("/etc/gamelake/gamelake.toml", config.to_str().unwrap());
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "gamelake", "{command}");
+        let out = gamelake().args(&words[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: exit {:?}\n{}{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        ran.push(task["task"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        ran,
+        ["dau", "revenue", "retention", "ccu", "currency_flow", "item_economy", "backfill"]
+    );
+    let built = s
+        .query("SELECT job, count(*) AS n FROM system.job_runs WHERE status = 'succeeded' GROUP BY job ORDER BY job")
+        .await;
+    assert_eq!(
+        built,
+        vec![
+            vec![Value::from("ccu"), Value::from(1)],
+            vec![Value::from("currency_flow"), Value::from(1)],
+            vec![Value::from("dau"), Value::from(4)],
+            vec![Value::from("item_economy"), Value::from(1)],
+            vec![Value::from("retention"), Value::from(1)],
+            vec![Value::from("revenue"), Value::from(4)],
+        ]
+    );
+}
