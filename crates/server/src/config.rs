@@ -511,6 +511,34 @@ mod tests {
         f
     }
 
+    /// The example in README.md is a valid configuration.
+    #[test]
+    fn readme_example_loads() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let f = write(&readme[start..end]);
+        let c = load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(c.maintenance.retention_days["bronze.raw_logs"], 30);
+        assert_eq!(c.kpi.amount, ["price_krw", "priceKrw"]);
+        assert!(c.jobs.enabled);
+    }
+
+    #[test]
+    fn bad_job_and_maintenance_keys_are_named() {
+        for (text, needle) in [
+            ("[jobs]\nconcurrency = 0\n", "`jobs.concurrency`"),
+            ("[maintenance]\ncompact_schedule = \"every hour\"\n", "`maintenance.compact_schedule`"),
+            ("[maintenance]\nvacuum_retention_hours = 0\n", "`maintenance.vacuum_retention_hours`"),
+            ("[kpi]\naccount = []\n", "`kpi.account`"),
+            ("[kpi]\naccounts = [\"x\"]\n", "`kpi.accounts`"),
+        ] {
+            let f = write(text);
+            let e = load(Some(f.path()), &HashMap::new(), &Overrides::default()).unwrap_err();
+            assert!(format!("{e:#}").contains(needle), "{text}: {e:#}");
+        }
+    }
+
     #[test]
     fn full_example() {
         let f = write(
