@@ -218,3 +218,98 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
     assert_eq!(next, ["dau 2026-11-02 schedule succeeded"]);
     assert!(log.runs().iter().all(|r| r.status != RunStatus::Running));
 }
+
+#[tokio::test]
+async fn maintenance_runs_on_its_cron_and_compacts() {
+    use gamelake_jobs::cron::Cron;
+    use gamelake_jobs::scheduler::MaintenancePlan;
+    use gamelake_jobs::{Maintenance, MaintenanceConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
+        .await
+        .unwrap();
+    for i in 0..6 {
+        logins(
+            &mut sink,
+            &[i],
+            "2026-11-01T03:00:00Z",
+            "2026-11-01",
+            i as u64 + 1,
+        )
+        .await;
+    }
+    let id = TableId::new("silver", "login");
+    assert_eq!(lake.files(&id).await.unwrap().len(), 6);
+    let count = "SELECT count(*) FROM silver.login";
+    assert_eq!(scalar(&lake, count).await, "6");
+
+    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
+    let cfg = MaintenanceConfig {
+        min_files: 2,
+        ..MaintenanceConfig::default()
+    };
+    let plan = MaintenancePlan {
+        maintenance: Maintenance::new(lake.clone(), cfg.clone(), log.clone()),
+        compact: Cron::parse(&cfg.compact_schedule).unwrap(),
+        vacuum: Cron::parse(&cfg.vacuum_schedule).unwrap(),
+        time_zone: chrono_tz::UTC,
+    };
+    let clock = ManualClock::new(utc("2026-11-02T10:39:00Z"));
+    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
+    let s = Scheduler::new(
+        Jobs::default(),
+        runner,
+        Some(plan),
+        Arc::new(clock.clone()),
+        Settings::default(),
+    );
+    // At start, the last cron times of both (09:40 for compaction, 04:00 for vacuum) have not
+    // run: both run.
+    let first = tick(&s).await;
+    assert_eq!(
+        summary(&first),
+        [
+            "checkpoint silver.login maintenance succeeded",
+            "compact silver.login maintenance succeeded",
+            "retention silver.login maintenance succeeded",
+            "vacuum silver.login maintenance succeeded"
+        ]
+    );
+    let compact = first.iter().find(|r| r.job == "compact").unwrap();
+    assert!(
+        compact
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("files 6 -> 1"),
+        "{:?}",
+        compact.detail
+    );
+    assert_eq!(lake.files(&id).await.unwrap().len(), 1);
+    assert_eq!(scalar(&lake, count).await, "6");
+    // Nothing until 10:40; then compaction again, with nothing left to do.
+    assert!(tick(&s).await.is_empty());
+    clock.set(utc("2026-11-02T10:40:30Z"));
+    let again = tick(&s).await;
+    assert_eq!(
+        summary(&again),
+        [
+            "checkpoint silver.login maintenance succeeded",
+            "compact silver.login maintenance succeeded"
+        ]
+    );
+    assert!(
+        again[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("no partition has"),
+        "{:?}",
+        again[0].detail
+    );
+    // Done for this hour.
+    clock.set(utc("2026-11-02T10:59:00Z"));
+    assert!(tick(&s).await.is_empty());
+}

@@ -528,8 +528,14 @@ mod tests {
     fn bad_job_and_maintenance_keys_are_named() {
         for (text, needle) in [
             ("[jobs]\nconcurrency = 0\n", "`jobs.concurrency`"),
-            ("[maintenance]\ncompact_schedule = \"every hour\"\n", "`maintenance.compact_schedule`"),
-            ("[maintenance]\nvacuum_retention_hours = 0\n", "`maintenance.vacuum_retention_hours`"),
+            (
+                "[maintenance]\ncompact_schedule = \"every hour\"\n",
+                "`maintenance.compact_schedule`",
+            ),
+            (
+                "[maintenance]\nvacuum_retention_hours = 0\n",
+                "`maintenance.vacuum_retention_hours`",
+            ),
             ("[kpi]\naccount = []\n", "`kpi.account`"),
             ("[kpi]\naccounts = [\"x\"]\n", "`kpi.accounts`"),
         ] {

@@ -440,6 +440,17 @@ pub async fn views(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `gamelake jobs sql NAME --date D`: the SQL a build runs (for reading, or for running the
+/// same query elsewhere).
+pub fn show_sql(ctx: &Context, name: &str, date: &str) -> anyhow::Result<()> {
+    let job = ctx.jobs.find(name).map_err(|e| exit(EXIT_USAGE, e))?;
+    let p = Partition::parse(date).map_err(|e| exit(EXIT_USAGE, e))?;
+    let today = Utc::now().with_timezone(&job.time_zone).date_naive();
+    let sql = job.sql_for(p, today).map_err(|e| exit(EXIT_USAGE, e))?;
+    println!("{sql};");
+    Ok(())
+}
+
 /// `gamelake tables compact|vacuum [NAME]`.
 pub async fn maintain(
     ctx: &Context,

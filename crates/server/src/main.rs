@@ -170,6 +170,12 @@ enum JobsAction {
     },
     /// The `kpi.*` views the jobs read, as SQL over the current tables.
     Views,
+    /// The SQL a build of one partition runs, parameters filled in.
+    Sql {
+        name: String,
+        #[arg(long)]
+        date: String,
+    },
 }
 
 #[derive(Args)]
@@ -248,6 +254,10 @@ struct LoadgenArgs {
     dry_run: bool,
     #[arg(long)]
     out: Option<PathBuf>,
+    /// With `--dry-run`: spread the events' times evenly over this long before now (e.g.
+    /// `7d` of history for the jobs benchmark) instead of stamping them all now.
+    #[arg(long, value_parser = parse_duration)]
+    spread: Option<Duration>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -320,10 +330,22 @@ async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         let out = a.out.expect("clap requires --out with --dry-run");
         let mut g = gamelake_loadgen::Generator::new(generator);
         let total = (a.rate as f64 * a.duration.as_secs_f64()) as usize;
-        let mut buf = Vec::with_capacity(total * 320);
         let now = chrono::Utc::now().timestamp_millis();
-        g.body(total, now, &mut buf);
-        std::fs::write(&out, buf).with_context(|| format!("writing `{}`", out.display()))?;
+        let span = a.spread.map_or(0, |d| d.as_millis() as i64);
+        let file =
+            std::fs::File::create(&out).with_context(|| format!("writing `{}`", out.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        let mut buf = Vec::with_capacity(1 << 20);
+        for i in 0..total {
+            let t = now - span + (span as i128 * i as i128 / total.max(1) as i128) as i64;
+            g.line(t, &mut buf);
+            if buf.len() > (1 << 20) {
+                std::io::Write::write_all(&mut w, &buf)?;
+                buf.clear();
+            }
+        }
+        std::io::Write::write_all(&mut w, &buf)?;
+        std::io::Write::flush(&mut w).with_context(|| format!("writing `{}`", out.display()))?;
         eprintln!("wrote {total} lines to {}", out.display());
         return Ok(());
     }
@@ -448,6 +470,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
                     gamelake::jobs::history(&ctx, name.as_deref(), limit, json)
                 }
                 JobsAction::Views => gamelake::jobs::views(&ctx).await,
+                JobsAction::Sql { name, date } => gamelake::jobs::show_sql(&ctx, &name, &date),
             }
         }
         Command::Loadgen(args) => loadgen(args).await,

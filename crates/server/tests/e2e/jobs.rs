@@ -373,7 +373,13 @@ async fn airflow_dag_command_lines() {
     let rendered = std::process::Command::new(&python)
         .arg(root.join("tests/clients/airflow_dag.py"))
         .arg(root.join("../../docs/airflow/gamelake_kpi_dag.py"))
-        .args(["2026-11-01", "2026-11-01T23", "dau", "2026-10-31", "2026-11-02"])
+        .args([
+            "2026-11-01",
+            "2026-11-01T23",
+            "dau",
+            "2026-10-31",
+            "2026-11-02",
+        ])
         .output();
     let rendered = match rendered {
         Ok(o) if o.status.success() => text(&o.stdout),
@@ -386,11 +392,15 @@ async fn airflow_dag_command_lines() {
         "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
     );
     assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(6)).await;
+    s.wait_for("SELECT count(*) FROM silver.login", one(6))
+        .await;
     let config = dir.path().join("airflow.toml");
     std::fs::write(
         &config,
-        format!("data_dir = {:?}\n[jobs]\nenabled = false\n", dir.path().join("data")),
+        format!(
+            "data_dir = {:?}\n[jobs]\nenabled = false\n",
+            dir.path().join("data")
+        ),
     )
     .unwrap();
     let mut ran = Vec::new();
@@ -414,7 +424,15 @@ async fn airflow_dag_command_lines() {
     }
     assert_eq!(
         ran,
-        ["dau", "revenue", "retention", "ccu", "currency_flow", "item_economy", "backfill"]
+        [
+            "dau",
+            "revenue",
+            "retention",
+            "ccu",
+            "currency_flow",
+            "item_economy",
+            "backfill"
+        ]
     );
     let built = s
         .query("SELECT job, count(*) AS n FROM system.job_runs WHERE status = 'succeeded' GROUP BY job ORDER BY job")
@@ -429,5 +447,43 @@ async fn airflow_dag_command_lines() {
             vec![Value::from("retention"), Value::from(1)],
             vec![Value::from("revenue"), Value::from(4)],
         ]
+    );
+}
+
+#[tokio::test]
+async fn retention_drops_partitions_older_than_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n[maintenance]\nenabled = false\nretention_days = { \"silver.quest\" = 7 }\n",
+    );
+    let today = seoul_day(0);
+    let body = format!(
+        "{{\"ts\":\"2026-01-05T10:00:00+09:00\",\"code\":\"quest\",\"quest_id\":1}}\n\
+         {{\"ts\":\"{today}T10:00:00+09:00\",\"code\":\"quest\",\"quest_id\":2}}\n"
+    );
+    assert_eq!(s.post_logs(body, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM silver.quest", one(2))
+        .await;
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
+    let out = cli(dir.path(), &["tables", "vacuum", "silver.quest"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("retention silver.quest: partitions before"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = gamelake()
+        .args(["sql", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--format", "csv", "SELECT quest_id FROM silver.quest"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).lines().skip(1).collect::<Vec<_>>(),
+        ["2"],
+        "{}",
+        text(&out.stderr)
     );
 }

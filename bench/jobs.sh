@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The shipped gold jobs over EVENTS events spread over DAYS days: gamelake beside DuckDB and
+# Spark local[2] running the same SQL over the same Parquet files, answers compared.
+#
+#   bench/jobs.sh [EVENTS] [DAYS]        (default 10 000 000 events over 7 days)
+#
+# 1. `gamelake loadgen --dry-run --spread DAYSd` writes the events (mixed kv / NDJSON / bare
+#    lines, 200 000 accounts); `gamelake serve` ingests them; the server stops.
+# 2. gamelake: `gamelake jobs backfill JOB --from D1 --to Dn` for each job (wall time of the
+#    command: process start, planning, the KPI views, the Delta commits).
+# 3. DuckDB 1.5.5 and Spark local[2] (pyspark, Java 17): the same `kpi.*` views
+#    (`gamelake jobs views`) and the same per-partition SQL (`gamelake jobs sql`) over the same
+#    silver Parquet files; time of the queries only (engine start and file listing excluded).
+#    Spark reads `silver."x"` as `silver__x` (its catalog has no schemas for temporary views)
+#    and double-quoted identifiers in ANSI mode; otherwise the text is unchanged.
+# 4. Every engine's rows are compared with gamelake's gold tables.
+# `ccu` uses DataFusion functions (date_bin, arrow_cast, generate_series over timestamps) the
+# peers spell differently; it is timed for gamelake only.
+source "$(dirname "$0")/lib.sh"
+EVENTS=${1:-10000000}
+DAYS=${2:-7}
+VENV=${BENCH_VENV:-$HOME/.cache/gamelake-bench-venv}
+if ! "$VENV/bin/python" -c "import duckdb, pyspark" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.5.5 pyspark==4.0.1
+fi
+PY="$VENV/bin/python"
+
+"$BIN" loadgen --dry-run --out "$DIR/events.log" --rate "$EVENTS" --duration 1s \
+  --spread "${DAYS}d" --accounts 200000 --format mixed >/dev/null 2>&1
+PORT=$(free_port)
+start_gamelake "$PORT"
+# 16 MB bodies, cut at line ends.
+split -C 16m "$DIR/events.log" "$DIR/part-"
+for f in "$DIR"/part-*; do
+  curl -sf --data-binary @"$f" "http://127.0.0.1:$PORT/v1/logs" >/dev/null
+done
+ACCEPTED=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^gamelake_ingest_lines_total/ {s+=$2} END {print s}')
+wait_committed "$PORT" "$EVENTS"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+rm -f "$DIR"/part-* "$DIR/events.log"
+
+# The game days the events cover (Asia/Seoul), oldest first; the first and last are partial.
+FROM=$(TZ=Asia/Seoul date -d "-$DAYS days" +%F)
+TO=$(TZ=Asia/Seoul date +%F)
+CFG=(--data-dir "$DIR/data")
+JOBS=(dau revenue retention currency_flow item_economy ccu)
+: >"$DIR/gamelake.tsv"
+for job in "${JOBS[@]}"; do
+  start=$(date +%s.%N)
+  "$BIN" jobs backfill "$job" --from "$FROM" --to "$TO" "${CFG[@]}" >/dev/null 2>"$DIR/$job.err" \
+    || { echo "gamelake $job failed" >&2; tail "$DIR/$job.err" >&2; exit 1; }
+  end=$(date +%s.%N)
+  echo -e "$job\t$(python3 -c "print($end - $start)")" >>"$DIR/gamelake.tsv"
+done
+
+# The SQL the peers run: the views over today's tables, and each partition's query.
+"$BIN" jobs views "${CFG[@]}" >"$DIR/views.sql"
+mkdir -p "$DIR/sql"
+: >"$DIR/sql/order.tsv"
+d="$FROM"
+for job in dau revenue retention currency_flow; do
+  d="$FROM"
+  while [[ "$d" < "$TO" || "$d" == "$TO" ]]; do
+    "$BIN" jobs sql "$job" --date "$d" "${CFG[@]}" >"$DIR/sql/$job-$d.sql"
+    echo -e "$job\t$d\t$DIR/sql/$job-$d.sql" >>"$DIR/sql/order.tsv"
+    d=$(date -d "$d + 1 day" +%F)
+  done
+done
+d="$FROM"
+while [[ "$d" < "$TO" || "$d" == "$TO" ]]; do
+  for h in $(seq -w 0 23); do
+    "$BIN" jobs sql item_economy --date "${d}T$h" "${CFG[@]}" >"$DIR/sql/item_economy-${d}T$h.sql"
+    echo -e "item_economy\t${d}T$h\t$DIR/sql/item_economy-${d}T$h.sql" >>"$DIR/sql/order.tsv"
+  done
+  d=$(date -d "$d + 1 day" +%F)
+done
+
+"$PY" bench/jobs_peers.py "$DIR/data" "$DIR/views.sql" "$DIR/sql/order.tsv" "$DIR/gamelake.tsv" \
+  "$ACCEPTED" "$(machine)"

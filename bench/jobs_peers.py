@@ -1,0 +1,168 @@
+"""The peers of bench/jobs.sh: DuckDB and Spark local[2] run the SQL gamelake's jobs run, over
+the same silver Parquet files, and their rows are compared with gamelake's gold tables.
+
+usage: jobs_peers.py DATA_DIR VIEWS_SQL ORDER_TSV GAMELAKE_TSV EVENTS MACHINE
+"""
+
+import datetime
+import glob
+import math
+import os
+import re
+import statistics
+import sys
+import time
+
+import duckdb
+
+data, views_sql, order_tsv, gamelake_tsv, events, machine = sys.argv[1:7]
+order = [line.rstrip("\n").split("\t") for line in open(order_tsv) if line.strip()]
+jobs = []
+for job, _, _ in order:
+    if job not in jobs:
+        jobs.append(job)
+gamelake_s = {}
+for line in open(gamelake_tsv):
+    job, secs = line.split("\t")
+    gamelake_s[job] = float(secs)
+silver = sorted(
+    os.path.basename(os.path.dirname(p))
+    for p in glob.glob(f"{data}/silver/*/_delta_log")
+)
+views = [v.strip() for v in open(views_sql).read().split(";\n") if v.strip()]
+
+
+def norm(rows):
+    """Rows as comparable tuples: floats rounded, dates and times as text, sorted."""
+    out = []
+    for r in rows:
+        cells = []
+        for v in r:
+            if isinstance(v, float):
+                v = None if math.isnan(v) else round(v, 6)
+            elif isinstance(v, (datetime.date, datetime.datetime)):
+                v = v.isoformat()[:19]
+            elif v is not None and not isinstance(v, (int, str)):
+                v = str(v)
+            cells.append(v)
+        out.append(tuple(cells))
+    return sorted(out, key=lambda t: tuple((x is None, str(x)) for x in t))
+
+
+# gamelake's answers: its gold tables (each partition written once, so every file counts).
+ref = duckdb.connect()
+ref.execute("SET TimeZone = 'UTC'")
+expected = {}
+for job in jobs:
+    cols = [c[0] for c in ref.execute(
+        f"DESCRIBE SELECT * FROM read_parquet('{data}/gold/{job}/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()]
+    expected[job] = cols
+
+
+def gold_rows(job, cols):
+    sel = ", ".join(f'"{c}"' for c in cols)
+    return norm(ref.execute(
+        f"SELECT {sel} FROM read_parquet('{data}/gold/{job}/**/*.parquet', hive_partitioning = true)"
+    ).fetchall())
+
+
+# DuckDB: silver tables as views over their Parquet files, the kpi views, each partition's SQL.
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+con.execute("SET threads = 2")
+for s in ("silver", "kpi", "gold"):
+    con.execute(f"CREATE SCHEMA {s}")
+for t in silver:
+    con.execute(
+        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet('{data}/silver/{t}/**/*.parquet', "
+        "hive_partitioning = true, union_by_name = true)"
+    )
+for v in views:
+    con.execute(v)
+duck_s = {j: 0.0 for j in jobs}
+duck_cols = {}
+for job, part, path in order:
+    sql = open(path).read().strip().rstrip(";")
+    t0 = time.perf_counter()
+    rel = con.execute(sql)
+    rows = rel.fetchall()
+    duck_s[job] += time.perf_counter() - t0
+    cols = [d[0] for d in rel.description]
+    duck_cols[job] = cols
+    # Keep the rows for jobs that read other jobs (revenue reads gold.dau).
+    placeholders = ", ".join("?" for _ in cols)
+    if rows:
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'gold' AND table_name = ?",
+            [job],
+        ).fetchone()[0]
+        if not exists:
+            con.execute(f"CREATE TABLE gold.\"{job}\" AS SELECT * FROM ({sql}) LIMIT 0")
+        con.executemany(f"INSERT INTO gold.\"{job}\" VALUES ({placeholders})", rows)
+duck_same = {}
+for job in jobs:
+    cols = duck_cols[job]
+    sel = ", ".join(f'"{c}"' for c in cols)
+    got = norm(con.execute(f"SELECT {sel} FROM gold.\"{job}\"").fetchall())
+    duck_same[job] = got == gold_rows(job, cols)
+
+# Spark local[2]: the same text, `silver."x"` read as `silver__x`.
+from pyspark.sql import SparkSession  # noqa: E402
+
+spark = (
+    SparkSession.builder.master("local[2]")
+    .config("spark.driver.memory", "8g")
+    .config("spark.sql.ansi.enabled", "true")
+    .config("spark.sql.ansi.doubleQuotedIdentifiers", "true")
+    .config("spark.sql.legacy.charVarcharAsString", "true")
+    .config("spark.sql.session.timeZone", "UTC")
+    .config("spark.ui.enabled", "false")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("ERROR")
+
+
+def spark_names(sql):
+    sql = re.sub(r'\b(silver|kpi|gold)\."([^"]+)"', r"\1__\2", sql)
+    return re.sub(r"\b(silver|kpi|gold)\.([A-Za-z_][A-Za-z0-9_]*)", r"\1__\2", sql)
+
+
+for t in silver:
+    spark.read.option("mergeSchema", "true").parquet(f"{data}/silver/{t}").createOrReplaceTempView(f"silver__{t}")
+for v in views:
+    spark.sql(spark_names(v.replace("CREATE VIEW", "CREATE TEMPORARY VIEW", 1)))
+spark_s = {j: 0.0 for j in jobs}
+spark_rows = {j: [] for j in jobs}
+spark_cols = {}
+gold_frames = {}
+for job, part, path in order:
+    sql = spark_names(open(path).read().strip().rstrip(";"))
+    t0 = time.perf_counter()
+    df = spark.sql(sql)
+    rows = df.collect()
+    spark_s[job] += time.perf_counter() - t0
+    spark_cols[job] = df.columns
+    spark_rows[job].extend(tuple(r) for r in rows)
+    if rows:
+        frame = spark.createDataFrame(rows, df.schema)
+        gold_frames[job] = frame if job not in gold_frames else gold_frames[job].unionByName(frame)
+        gold_frames[job].cache().createOrReplaceTempView(f"gold__{job}")
+spark_same = {job: norm(spark_rows[job]) == gold_rows(job, spark_cols[job]) for job in jobs}
+spark.stop()
+
+print(
+    f"{datetime.date.today()} · {machine} · {int(float(events)):,} events over "
+    f"{len(set(p[:10] for _, p, _ in order))} game days · same SQL, same Parquet files"
+)
+print("| job | partitions | gamelake (jobs backfill, wall) | DuckDB (queries) | Spark local[2] (queries) | Spark / gamelake | gamelake / DuckDB | same rows (DuckDB, Spark) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for job in jobs:
+    n = sum(1 for j, _, _ in order if j == job)
+    g = gamelake_s[job]
+    print(
+        f"| {job} | {n} | {g:.1f} s | {duck_s[job]:.1f} s | {spark_s[job]:.1f} s | "
+        f"{spark_s[job] / g:.1f}× | {g / duck_s[job]:.2f} | {duck_same[job]}, {spark_same[job]} |"
+    )
+if "ccu" in gamelake_s:
+    print(f"| ccu | (gamelake only) | {gamelake_s['ccu']:.1f} s | – | – | – | – | – |")
