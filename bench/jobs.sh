@@ -29,7 +29,8 @@ PY="$VENV/bin/python"
 "$BIN" loadgen --dry-run --out "$DIR/events.log" --rate "$EVENTS" --duration 1s \
   --spread "${DAYS}d" --accounts 200000 --format mixed >/dev/null 2>&1
 PORT=$(free_port)
-start_gamelake "$PORT"
+# The built-in scheduler stays off: the builds below are the measured ones.
+GAMELAKE_JOBS__ENABLED=false GAMELAKE_MAINTENANCE__ENABLED=false start_gamelake "$PORT"
 # 16 MB bodies, cut at line ends.
 split -C 16m "$DIR/events.log" "$DIR/part-"
 for f in "$DIR"/part-*; do
@@ -77,4 +78,5 @@ while [[ "$d" < "$TO" || "$d" == "$TO" ]]; do
 done
 
 "$PY" bench/jobs_peers.py "$DIR/data" "$DIR/views.sql" "$DIR/sql/order.tsv" "$DIR/gamelake.tsv" \
-  "$ACCEPTED" "$(machine)"
+  "$ACCEPTED" "$(machine)" 2>"$DIR/peers.err" || { tail -40 "$DIR/peers.err" >&2; exit 1; }
+grep -E "^(DuckDB|Spark) " "$DIR/peers.err" >&2 || true

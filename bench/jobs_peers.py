@@ -100,12 +100,21 @@ for job, part, path in order:
         if not exists:
             con.execute(f"CREATE TABLE gold.\"{job}\" AS SELECT * FROM ({sql}) LIMIT 0")
         con.executemany(f"INSERT INTO gold.\"{job}\" VALUES ({placeholders})", rows)
+def same(engine, job, got, want):
+    if got == want:
+        return True
+    extra = [r for r in got if r not in set(want)][:3]
+    missing = [r for r in want if r not in set(got)][:3]
+    print(f"{engine} {job}: {len(got)} rows vs gamelake {len(want)}; only {engine}: {extra}; only gamelake: {missing}", file=sys.stderr)
+    return False
+
+
 duck_same = {}
 for job in jobs:
     cols = duck_cols[job]
     sel = ", ".join(f'"{c}"' for c in cols)
     got = norm(con.execute(f"SELECT {sel} FROM gold.\"{job}\"").fetchall())
-    duck_same[job] = got == gold_rows(job, cols)
+    duck_same[job] = same("DuckDB", job, got, gold_rows(job, cols))
 
 # Spark local[2]: the same text, `silver."x"` read as `silver__x`.
 from pyspark.sql import SparkSession  # noqa: E402
@@ -148,7 +157,7 @@ for job, part, path in order:
         frame = spark.createDataFrame(rows, df.schema)
         gold_frames[job] = frame if job not in gold_frames else gold_frames[job].unionByName(frame)
         gold_frames[job].cache().createOrReplaceTempView(f"gold__{job}")
-spark_same = {job: norm(spark_rows[job]) == gold_rows(job, spark_cols[job]) for job in jobs}
+spark_same = {job: same("Spark", job, norm(spark_rows[job]), gold_rows(job, spark_cols[job])) for job in jobs}
 spark.stop()
 
 print(

@@ -170,21 +170,21 @@ impl Tables<'_> {
             .map(|t| {
                 format!(
                     "SELECT {} AS account, {} AS world, {} AS os, {} AS store, {} AS code, {TIME_COLS} FROM silver.{} WHERE {} IS NOT NULL",
-                    self.role(t, &c.account, "VARCHAR"),
-                    self.role(t, &c.world, "VARCHAR"),
-                    self.role(t, &c.os, "VARCHAR"),
-                    self.role(t, &c.store, "VARCHAR"),
+                    self.role(t, &c.account, "STRING"),
+                    self.role(t, &c.world, "STRING"),
+                    self.role(t, &c.os, "STRING"),
+                    self.role(t, &c.store, "STRING"),
                     literal(t),
                     quote(t),
-                    self.role(t, &c.account, "VARCHAR"),
+                    self.role(t, &c.account, "STRING"),
                 )
             })
             .collect();
         self.union(
             selects,
             format!(
-                "CAST(NULL AS VARCHAR) AS account, CAST(NULL AS VARCHAR) AS world, CAST(NULL AS VARCHAR) AS os, \
-                 CAST(NULL AS VARCHAR) AS store, CAST(NULL AS VARCHAR) AS code, {EMPTY_TIME}"
+                "CAST(NULL AS STRING) AS account, CAST(NULL AS STRING) AS world, CAST(NULL AS STRING) AS os, \
+                 CAST(NULL AS STRING) AS store, CAST(NULL AS STRING) AS code, {EMPTY_TIME}"
             ),
         )
     }
@@ -197,11 +197,11 @@ impl Tables<'_> {
             .map(|t| {
                 format!(
                     "SELECT {} AS account, {} AS amount, {} AS world, {} AS os, {} AS store, {TIME_COLS} FROM silver.{}",
-                    self.role(t, &c.account, "VARCHAR"),
+                    self.role(t, &c.account, "STRING"),
                     self.role(t, &c.amount, "DOUBLE"),
-                    self.role(t, &c.world, "VARCHAR"),
-                    self.role(t, &c.os, "VARCHAR"),
-                    self.role(t, &c.store, "VARCHAR"),
+                    self.role(t, &c.world, "STRING"),
+                    self.role(t, &c.os, "STRING"),
+                    self.role(t, &c.store, "STRING"),
                     quote(t),
                 )
             })
@@ -209,8 +209,8 @@ impl Tables<'_> {
         self.union(
             selects,
             format!(
-                "CAST(NULL AS VARCHAR) AS account, CAST(NULL AS DOUBLE) AS amount, CAST(NULL AS VARCHAR) AS world, \
-                 CAST(NULL AS VARCHAR) AS os, CAST(NULL AS VARCHAR) AS store, {EMPTY_TIME}"
+                "CAST(NULL AS STRING) AS account, CAST(NULL AS DOUBLE) AS amount, CAST(NULL AS STRING) AS world, \
+                 CAST(NULL AS STRING) AS os, CAST(NULL AS STRING) AS store, {EMPTY_TIME}"
             ),
         )
     }
@@ -226,16 +226,14 @@ impl Tables<'_> {
             for t in self.of_codes(codes) {
                 selects.push(format!(
                     "SELECT {} AS account, '{kind}' AS kind, {TIME_COLS} FROM silver.{}",
-                    self.role(t, &c.account, "VARCHAR"),
+                    self.role(t, &c.account, "STRING"),
                     quote(t),
                 ));
             }
         }
         self.union(
             selects,
-            format!(
-                "CAST(NULL AS VARCHAR) AS account, CAST(NULL AS VARCHAR) AS kind, {EMPTY_TIME}"
-            ),
+            format!("CAST(NULL AS STRING) AS account, CAST(NULL AS STRING) AS kind, {EMPTY_TIME}"),
         )
     }
 
@@ -247,11 +245,11 @@ impl Tables<'_> {
             .map(|t| {
                 format!(
                     "SELECT {} AS account, {} AS currency, {} AS delta, {} AS reason, {} AS world, {TIME_COLS} FROM silver.{}",
-                    self.role(t, &c.account, "VARCHAR"),
-                    self.role(t, &c.currency, "VARCHAR"),
+                    self.role(t, &c.account, "STRING"),
+                    self.role(t, &c.currency, "STRING"),
                     self.role(t, &c.delta, "DOUBLE"),
-                    self.role(t, &c.reason, "VARCHAR"),
-                    self.role(t, &c.world, "VARCHAR"),
+                    self.role(t, &c.reason, "STRING"),
+                    self.role(t, &c.world, "STRING"),
                     quote(t),
                 )
             })
@@ -259,8 +257,8 @@ impl Tables<'_> {
         self.union(
             selects,
             format!(
-                "CAST(NULL AS VARCHAR) AS account, CAST(NULL AS VARCHAR) AS currency, CAST(NULL AS DOUBLE) AS delta, \
-                 CAST(NULL AS VARCHAR) AS reason, CAST(NULL AS VARCHAR) AS world, {EMPTY_TIME}"
+                "CAST(NULL AS STRING) AS account, CAST(NULL AS STRING) AS currency, CAST(NULL AS DOUBLE) AS delta, \
+                 CAST(NULL AS STRING) AS reason, CAST(NULL AS STRING) AS world, {EMPTY_TIME}"
             ),
         )
     }
@@ -273,11 +271,11 @@ impl Tables<'_> {
             selects.push(format!(
                 "SELECT {} AS account, {} AS item_id, {} AS item_grade, {kind} AS kind, abs(coalesce({count}, 1)) AS count, \
                  {} AS reason, {} AS world, {TIME_COLS} FROM silver.{}",
-                self.role(t, &c.account, "VARCHAR"),
-                self.role(t, &c.item_id, "VARCHAR"),
-                self.role(t, &c.item_grade, "VARCHAR"),
-                self.role(t, &c.reason, "VARCHAR"),
-                self.role(t, &c.world, "VARCHAR"),
+                self.role(t, &c.account, "STRING"),
+                self.role(t, &c.item_id, "STRING"),
+                self.role(t, &c.item_grade, "STRING"),
+                self.role(t, &c.reason, "STRING"),
+                self.role(t, &c.world, "STRING"),
                 quote(t),
             ));
         };
@@ -291,7 +289,7 @@ impl Tables<'_> {
             let kind = if self.has_any(t, &c.item_mode) {
                 format!(
                     "CASE WHEN lower({}) IN ('consume', 'use', 'sub', 'remove', 'spend') THEN 'consume' ELSE 'acquire' END",
-                    self.role(t, &c.item_mode, "VARCHAR")
+                    self.role(t, &c.item_mode, "STRING")
                 )
             } else {
                 format!(
@@ -304,9 +302,9 @@ impl Tables<'_> {
         self.union(
             selects,
             format!(
-                "CAST(NULL AS VARCHAR) AS account, CAST(NULL AS VARCHAR) AS item_id, CAST(NULL AS VARCHAR) AS item_grade, \
-                 CAST(NULL AS VARCHAR) AS kind, CAST(NULL AS BIGINT) AS count, CAST(NULL AS VARCHAR) AS reason, \
-                 CAST(NULL AS VARCHAR) AS world, {EMPTY_TIME}"
+                "CAST(NULL AS STRING) AS account, CAST(NULL AS STRING) AS item_id, CAST(NULL AS STRING) AS item_grade, \
+                 CAST(NULL AS STRING) AS kind, CAST(NULL AS BIGINT) AS count, CAST(NULL AS STRING) AS reason, \
+                 CAST(NULL AS STRING) AS world, {EMPTY_TIME}"
             ),
         )
     }
@@ -351,12 +349,12 @@ mod tests {
             KpiConfig::default().views(&tables).into_iter().collect();
         let activity = &views["activity"];
         assert!(activity.contains(
-            "coalesce(CAST(\"account_id\" AS VARCHAR), CAST(\"playerId\" AS VARCHAR)) AS account"
+            "coalesce(CAST(\"account_id\" AS STRING), CAST(\"playerId\" AS STRING)) AS account"
         ));
         // A table without an account field is not activity.
         assert!(!activity.contains("silver.\"combat\""));
         assert!(views["payments"].contains("CAST(\"price_krw\" AS DOUBLE) AS amount"));
-        assert!(views["payments"].contains("CAST(NULL AS VARCHAR) AS os"));
+        assert!(views["payments"].contains("CAST(NULL AS STRING) AS os"));
         // No session tables: an empty view of the right shape.
         assert!(views["sessions"].ends_with("WHERE false"));
         // `item` without a mode field: the sign of the count decides.

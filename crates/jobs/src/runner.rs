@@ -33,6 +33,10 @@ pub struct Runner {
     kpi: KpiConfig,
     memory_limit: Option<usize>,
     log: RunLog,
+    /// A session whose `kpi` views were built once ([`Runner::frozen`]).
+    frozen: Option<QueryEngine>,
+    /// Source rows per table and day, counted once ([`Runner::frozen`]).
+    frozen_rows: Option<Arc<HashMap<TableId, BTreeMap<NaiveDate, u64>>>>,
 }
 
 impl Runner {
@@ -42,7 +46,30 @@ impl Runner {
             kpi,
             memory_limit,
             log,
+            frozen: None,
+            frozen_rows: None,
         }
+    }
+
+    /// A runner that builds the `kpi` views once and reuses them for every build: for a
+    /// backfill of past days, which does not need rows arriving meanwhile, it saves listing and
+    /// loading every silver table per partition. Gold tables are still read afresh, so a job
+    /// sees what its upstream built earlier in the same backfill.
+    pub async fn frozen(&self) -> anyhow::Result<Self> {
+        let mut r = self.clone();
+        r.frozen = Some(self.engine().await?);
+        let mut rows = HashMap::new();
+        for name in self
+            .lake
+            .list_tables(gamelake_common::SCHEMA_SILVER)
+            .await?
+        {
+            let id = TableId::new(gamelake_common::SCHEMA_SILVER, name);
+            let by_day = self.rows_by_day(&id).await?;
+            rows.insert(id, by_day);
+        }
+        r.frozen_rows = Some(Arc::new(rows));
+        Ok(r)
     }
 
     pub fn lake(&self) -> &Lake {
@@ -144,7 +171,10 @@ impl Runner {
         let sql = job
             .sql_for(p, today)
             .map_err(|e| anyhow::anyhow!("{}: {e}", job.source))?;
-        let engine = self.engine().await?;
+        let engine = match &self.frozen {
+            Some(e) => e.clone(),
+            None => self.engine().await?,
+        };
         let df = engine.plan(&sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let mut partition_columns = vec![job.partition_column.clone()];
@@ -235,7 +265,12 @@ impl Runner {
         }
         let today = now().with_timezone(&job.time_zone).date_naive();
         let started = Instant::now();
-        match self.source_rows(job, &mut HashMap::new()).await {
+        let mut cache = self
+            .frozen_rows
+            .as_ref()
+            .map(|c| HashMap::clone(c))
+            .unwrap_or_default();
+        match self.source_rows(job, &mut cache).await {
             Ok(rows) => record.input_rows = Some(rows.get(&p.date).copied().unwrap_or(0)),
             Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot count the source rows"),
         }

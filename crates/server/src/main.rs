@@ -273,7 +273,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
+        "d" => n * 86400.0,
+        _ => return Err(format!("`{s}`: unit must be ms, s, m, h or d")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
