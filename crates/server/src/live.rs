@@ -68,7 +68,7 @@ pub struct LakeFigures {
     pub revenue_today: Option<f64>,
     /// Why a KPI is missing (no such table yet, a query error).
     pub kpi_notes: Vec<String>,
-    /// Scheduled jobs and their last run (none are scheduled by this build).
+    /// Each job's and maintenance task's last finished run.
     pub jobs: Vec<serde_json::Value>,
 }
 
@@ -237,6 +237,25 @@ async fn lake_figures(
         .collect();
     reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     f.dead_reasons = reasons;
+    if let Some(log) = metrics.job_runs.get() {
+        let mut last: BTreeMap<String, gamelake_jobs::RunRecord> = BTreeMap::new();
+        for r in log.runs().into_iter().filter(|r| r.ended.is_some()) {
+            last.insert(r.job.clone(), r);
+        }
+        f.jobs = last
+            .into_values()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.job,
+                    "partition": r.partition,
+                    "status": r.status.as_str(),
+                    "finished": r.ended.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+                    "rows": r.rows,
+                    "error": r.error,
+                })
+            })
+            .collect();
+    }
     let infos = match crate::tables::describe_all(lake).await {
         Ok(i) => i,
         Err(e) => {

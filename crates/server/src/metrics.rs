@@ -102,6 +102,41 @@ pub struct TableCommits {
     pub committed_offset: Option<u64>,
 }
 
+/// Finished runs by job and status, and the end time of each job's last success.
+fn render_job_runs(out: &mut String, runs: &[gamelake_jobs::RunRecord]) {
+    let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut seconds: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut last_success: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in runs {
+        let Some(ended) = r.ended else { continue };
+        *counts.entry((&r.job, r.status.as_str())).or_default() += 1;
+        *seconds.entry(&r.job).or_default() +=
+            (ended - r.started).num_milliseconds() as f64 / 1000.0;
+        if r.status == gamelake_jobs::RunStatus::Succeeded {
+            let t = last_success.entry(&r.job).or_default();
+            *t = (*t).max(ended.timestamp());
+        }
+    }
+    let _ = writeln!(out, "# HELP gamelake_job_runs_total Finished runs of jobs and maintenance tasks, by status.\n# TYPE gamelake_job_runs_total counter");
+    for ((job, status), n) in &counts {
+        let _ = writeln!(
+            out,
+            "gamelake_job_runs_total{{job=\"{job}\",status=\"{status}\"}} {n}"
+        );
+    }
+    let _ = writeln!(out, "# HELP gamelake_job_run_seconds_total Time spent in finished runs.\n# TYPE gamelake_job_run_seconds_total counter");
+    for (job, s) in &seconds {
+        let _ = writeln!(out, "gamelake_job_run_seconds_total{{job=\"{job}\"}} {s}");
+    }
+    let _ = writeln!(out, "# HELP gamelake_job_last_success_timestamp_seconds End of the last successful run.\n# TYPE gamelake_job_last_success_timestamp_seconds gauge");
+    for (job, t) in &last_success {
+        let _ = writeln!(
+            out,
+            "gamelake_job_last_success_timestamp_seconds{{job=\"{job}\"}} {t}"
+        );
+    }
+}
+
 /// The server's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -122,6 +157,8 @@ pub struct Metrics {
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
     pub query_latency: Histogram,
+    /// The run log of jobs and maintenance, once the server opened it.
+    pub job_runs: std::sync::OnceLock<gamelake_jobs::RunLog>,
 }
 
 impl Metrics {
@@ -298,6 +335,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP gamelake_query_duration_seconds SQL query time.\n# TYPE gamelake_query_duration_seconds histogram");
         self.query_latency
             .render(&mut out, "gamelake_query_duration_seconds", "");
+        if let Some(log) = self.job_runs.get() {
+            render_job_runs(&mut out, &log.runs());
+        }
         if let Some(rss) = process_rss_bytes() {
             gauge(
                 &mut out,

@@ -37,6 +37,7 @@ pub async fn run(
         )
     })?;
     let metrics = Arc::new(Metrics::default());
+    let _ = metrics.job_runs.set(runs.clone());
     let cell = Arc::new(OnceLock::new());
     let live = Arc::new(crate::live::Live::default());
     let query = QueryEngine::with_memory_limit(

@@ -43,6 +43,9 @@ try {
       ccu: document.getElementById("k-ccu").textContent,
       revenue: document.getElementById("k-rev").textContent,
     }));
+    // The scheduler's catch-up builds at start show in the jobs card.
+    await page.waitForFunction(() => [...document.querySelectorAll("#t-jobs tbody tr")].some((r) => r.cells[0].textContent === "dau"), null, { timeout: 30000 });
+    const jobs = await page.$$eval("#t-jobs tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
     await page.screenshot({ path: `${shots}/dashboard-${name}.png`, fullPage: true });
 
     // The SQL page: a query with a category column gets rows and a bar chart; a bad one an error.
@@ -57,7 +60,7 @@ try {
     await page.click("#run");
     await page.waitForFunction(() => document.getElementById("sql-error").textContent.length > 0, null, { timeout: 20000 });
     const sqlError = await page.textContent("#sql-error");
-    out[name] = { first, second, tables, kpis, sqlRows, bars, sqlError, errors };
+    out[name] = { first, second, tables, kpis, jobs, sqlRows, bars, sqlError, errors };
     await page.close();
   }
 } finally {

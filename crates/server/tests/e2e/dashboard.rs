@@ -92,6 +92,14 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
         for kpi in ["dau", "ccu", "revenue"] {
             assert!(number(v["kpis"][kpi].as_str().unwrap()) > 0.0, "{kpi}: {v}");
         }
+        // The jobs card: the scheduler built dau's recent days at start.
+        let dau = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[0] == "dau")
+            .unwrap_or_else(|| panic!("no dau row: {v}"));
+        assert_eq!(dau[2], "succeeded", "{v}");
         // The SQL page: rows and a bar chart; a bad query an error naming the column.
         assert_eq!(v["sqlRows"][0][0], "combat", "{v}");
         assert!(number(v["sqlRows"][0][1].as_str().unwrap()) > 0.0, "{v}");

@@ -179,6 +179,15 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
         ]
     );
 
+    let metrics = s.metrics().await;
+    for line in [
+        "gamelake_job_runs_total{job=\"dau\",status=\"succeeded\"} 4",
+        "gamelake_job_runs_total{job=\"broken\",status=\"failed\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(metrics.contains("gamelake_job_last_success_timestamp_seconds{job=\"revenue\"}"));
+
     let out = cli(dir.path(), &["jobs", "history", "dau", "--json"]);
     assert!(out.status.success());
     let history: Vec<Value> = text(&out.stdout)
