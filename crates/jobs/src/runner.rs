@@ -175,7 +175,9 @@ impl Runner {
             Some(e) => e.clone(),
             None => self.engine().await?,
         };
+        let t0 = Instant::now();
         let df = engine.plan(&sql).await?;
+        let planned = t0.elapsed();
         let schema = Arc::new(df.schema().as_arrow().clone());
         let mut partition_columns = vec![job.partition_column.clone()];
         if job.granularity == Granularity::Hour {
@@ -190,6 +192,7 @@ impl Runner {
             }
         }
         let collected: Vec<RecordBatch> = df.collect().await?;
+        let queried = t0.elapsed();
         // Every gold column is nullable: the planner may prove a column non-null for one
         // partition (a CASE folded away) that is null in another. The batches' own types are
         // kept (the plan's schema may say Utf8 where the batches hold Utf8View).
@@ -223,6 +226,14 @@ impl Runner {
             ],
         )
         .await?;
+        tracing::debug!(
+            job = %job.name,
+            partition = %p,
+            plan_ms = planned.as_millis() as u64,
+            query_ms = (queried - planned).as_millis() as u64,
+            write_ms = (t0.elapsed() - queried).as_millis() as u64,
+            "build phases"
+        );
         Ok(Built { rows, version })
     }
 
@@ -274,6 +285,7 @@ impl Runner {
             Ok(rows) => record.input_rows = Some(rows.get(&p.date).copied().unwrap_or(0)),
             Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot count the source rows"),
         }
+        tracing::debug!(job = %job.name, ms = started.elapsed().as_millis() as u64, "source rows counted");
         let outcome = tokio::time::timeout(job.timeout, self.build(job, p, today)).await;
         match outcome {
             Ok(Ok(built)) => {

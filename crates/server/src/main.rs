@@ -279,6 +279,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Warnings only (the command prints its own progress), unless `GAMELAKE_LOG` says otherwise.
+fn init_cli_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,deltalake=warn,deltalake_core=warn,datafusion=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn")
@@ -429,6 +439,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
                     gamelake::tables::run(&gamelake_lake::Lake::open(&cfg.data_dir)?, Some(&name)).await
                 }
                 "compact" | "vacuum" => {
+                    init_cli_tracing();
                     if retention.is_some_and(|r| r < Duration::from_secs(3600)) && !force {
                         return Err(gamelake::jobs::Exit {
                             code: gamelake::jobs::EXIT_USAGE,
@@ -450,6 +461,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Jobs { cfg, action } => {
+            init_cli_tracing();
             let ctx = gamelake::jobs::Context::open(cfg.load()?)?;
             match action {
                 JobsAction::List => gamelake::jobs::list(&ctx),
