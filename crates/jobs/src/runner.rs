@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use gamelake_lake::arrow::array::RecordBatch;
 use gamelake_lake::arrow::datatypes::Schema;
 use gamelake_lake::datafusion::catalog::MemorySchemaProvider;
+use gamelake_lake::deltalake::DeltaTable;
 use gamelake_lake::{Lake, QueryEngine, TableId};
 
 use crate::kpi::KpiConfig;
@@ -37,6 +38,8 @@ pub struct Runner {
     frozen: Option<QueryEngine>,
     /// Source rows per table and day, counted once ([`Runner::frozen`]).
     frozen_rows: Option<Arc<HashMap<TableId, BTreeMap<NaiveDate, u64>>>>,
+    /// Gold tables as this runner last wrote them ([`Runner::frozen`]).
+    frozen_gold: Option<Arc<std::sync::Mutex<HashMap<TableId, DeltaTable>>>>,
 }
 
 impl Runner {
@@ -48,6 +51,7 @@ impl Runner {
             log,
             frozen: None,
             frozen_rows: None,
+            frozen_gold: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl Runner {
             rows.insert(id, by_day);
         }
         r.frozen_rows = Some(Arc::new(rows));
+        r.frozen_gold = Some(Arc::default());
         Ok(r)
     }
 
@@ -214,9 +219,15 @@ impl Runner {
         if batches.is_empty() {
             batches.push(RecordBatch::new_empty(schema.clone()));
         }
-        let version = gamelake_lake::sink::replace_partition(
+        let target = job.target();
+        let loaded = self
+            .frozen_gold
+            .as_ref()
+            .and_then(|g| g.lock().expect("gold lock").remove(&target));
+        let (version, table) = gamelake_lake::sink::replace_partition(
             &self.lake,
-            &job.target(),
+            &target,
+            loaded,
             batches,
             &partition_columns,
             &replace_predicate(job, p),
@@ -226,6 +237,9 @@ impl Runner {
             ],
         )
         .await?;
+        if let Some(g) = &self.frozen_gold {
+            g.lock().expect("gold lock").insert(target, table);
+        }
         tracing::debug!(
             job = %job.name,
             partition = %p,

@@ -203,15 +203,18 @@ impl TableSink for DeltaSink {
 /// Replaces the rows of `table` that match `predicate` (a partition, e.g.
 /// `event_date = '2026-11-28'`) with `batches` in one commit, creating the table partitioned
 /// by `partition_columns` if needed. Rows outside the predicate make the commit fail. Returns
-/// the new version.
+/// the new version and the table at it. `loaded` is a handle from an earlier call (saves
+/// reading the log again; a commit made by someone else since is caught by Delta's conflict
+/// check and the commit retried against it).
 pub async fn replace_partition(
     lake: &Lake,
     id: &TableId,
+    loaded: Option<DeltaTable>,
     batches: Vec<RecordBatch>,
     partition_columns: &[String],
     predicate: &str,
     metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
-) -> Result<u64, LakeError> {
+) -> Result<(u64, DeltaTable), LakeError> {
     let delta = |source| LakeError::Delta {
         table: id.to_string(),
         source,
@@ -219,7 +222,10 @@ pub async fn replace_partition(
     let commit = CommitProperties::default()
         .with_metadata(metadata)
         .with_max_retries(10);
-    let existing = lake.load(id).await?;
+    let existing = match loaded {
+        Some(t) => Some(t),
+        None => lake.load(id).await?,
+    };
     let builder = match existing {
         Some(table) => table
             .write(batches)
@@ -236,5 +242,5 @@ pub async fn replace_partition(
         .with_commit_properties(commit)
         .await
         .map_err(delta)?;
-    Ok(table.version().unwrap_or(0))
+    Ok((table.version().unwrap_or(0), table))
 }

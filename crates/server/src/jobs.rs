@@ -365,11 +365,9 @@ pub async fn backfill(
         .collect();
     let mut progress = Progress::new(plan.len());
     let mut failed = Vec::new();
+    let runner = ctx.runner.frozen().await?;
     for (j, p) in plan {
-        let r = ctx
-            .runner
-            .run(j, p, Trigger::Backfill, Utc::now, true)
-            .await;
+        let r = runner.run(j, p, Trigger::Backfill, Utc::now, true).await;
         progress.step(&describe(&r));
         if r.status != RunStatus::Succeeded {
             failed.push(format!("{} {}", j.name, p));
