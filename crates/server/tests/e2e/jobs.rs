@@ -199,6 +199,28 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
         .iter()
         .all(|r| r["status"] == "succeeded" && r["job"] == "dau"));
     assert_eq!(history[1]["trigger"], "backfill");
+
+    // On a terminal (a pseudo-terminal from `script`), backfill draws a progress bar in place.
+    let command = format!(
+        "{} jobs backfill dau --from 2026-10-31 --to 2026-11-01 --data-dir {} --config {}",
+        crate::util::BIN,
+        dir.path().join("data").display(),
+        dir.path().join("gamelake.toml").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script(1) runs");
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("\r\x1b[2K[###############...............] 1/2"),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("[##############################] 2/2"),
+        "{screen:?}"
+    );
 }
 
 /// Today's date in Seoul, shifted by `days`.
