@@ -11,10 +11,15 @@
 -- - A build of day D also rebuilds cohorts D-1, D-7 and D-30 (`rebuild_back`), whose D1, D7
 --   and D30 day D is.
 -- - `dN_rate` is retained / cohort size; NULL for an empty cohort.
-WITH cohort AS (
-  SELECT DISTINCT account FROM kpi.activity
-  WHERE event_date = :date
-    AND account NOT IN (SELECT account FROM kpi.activity WHERE event_date < :date)
+WITH active AS (
+  SELECT DISTINCT account FROM kpi.activity WHERE event_date = :date
+),
+earlier AS (
+  SELECT DISTINCT account FROM kpi.activity WHERE event_date < :date
+),
+cohort AS (
+  SELECT a.account FROM active a LEFT JOIN earlier e ON a.account = e.account
+  WHERE e.account IS NULL
 ),
 returned AS (
   SELECT DISTINCT account, event_date FROM kpi.activity
