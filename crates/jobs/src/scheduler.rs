@@ -277,6 +277,8 @@ pub struct Scheduler {
     settings: Settings,
     in_flight: Arc<Mutex<HashSet<(String, String)>>>,
     permits: Arc<Semaphore>,
+    /// Woken when a run ends, so the next due build starts without waiting for the next tick.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// Maintenance with its two schedules, in the game's time zone.
@@ -304,6 +306,7 @@ impl Scheduler {
             settings,
             in_flight: Arc::default(),
             permits,
+            wake: Arc::default(),
         }
     }
 
@@ -338,10 +341,11 @@ impl Scheduler {
                 .lock()
                 .expect("in-flight lock")
                 .insert(key.clone());
-            let (runner, clock, in_flight) = (
+            let (runner, clock, in_flight, wake) = (
                 self.runner.clone(),
                 self.clock.clone(),
                 self.in_flight.clone(),
+                self.wake.clone(),
             );
             started.push(tokio::spawn(async move {
                 let now = move || clock.now();
@@ -350,6 +354,7 @@ impl Scheduler {
                     .await;
                 in_flight.lock().expect("in-flight lock").remove(&key);
                 drop(permit);
+                wake.notify_one();
                 vec![record]
             }));
         }
@@ -384,10 +389,11 @@ impl Scheduler {
                     .lock()
                     .expect("in-flight lock")
                     .insert(key.clone());
-                let (maintenance, clock, in_flight) = (
+                let (maintenance, clock, in_flight, wake) = (
                     m.maintenance.clone(),
                     self.clock.clone(),
                     self.in_flight.clone(),
+                    self.wake.clone(),
                 );
                 let tasks = tasks.to_vec();
                 started.push(tokio::spawn(async move {
@@ -406,6 +412,7 @@ impl Scheduler {
                     }
                     in_flight.lock().expect("in-flight lock").remove(&key);
                     drop(permit);
+                    wake.notify_one();
                     records
                 }));
             }
@@ -413,7 +420,7 @@ impl Scheduler {
         Ok(started)
     }
 
-    /// Ticks every `every` until `shutdown` resolves; runs going on are left to finish (a run
+    /// Ticks every `every`, and as soon as a run ends, until `shutdown` resolves; runs going on are left to finish (a run
     /// cut short by the process ending is marked interrupted at the next start).
     pub async fn run(self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
         if let Err(e) = self.runner.log().close_abandoned(self.clock.now()) {
@@ -427,6 +434,7 @@ impl Scheduler {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(every) => {}
+                _ = self.wake.notified() => {}
             }
         }
     }

@@ -291,7 +291,7 @@ fn init_cli_tracing() {
 
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,deltalake=warn,deltalake_core=warn,datafusion=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn")
+        tracing_subscriber::EnvFilter::new("info,deltalake=warn,deltalake_core=warn,deltalake_core::writer::stats=error,datafusion=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
