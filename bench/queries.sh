@@ -17,7 +17,8 @@ PY=${GAMELAKE_TEST_PYTHON:-$HOME/.cache/gamelake-ci-venv/bin/python}
 # DuckDB hands time-zoned timestamps to Python through pytz.
 "$PY" -c "import pytz" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check pytz==2025.2
 PORT=$(free_port)
-start_gamelake "$PORT"
+# Jobs and maintenance off: the figure is queries beside ingest alone.
+GAMELAKE_JOBS__ENABLED=false GAMELAKE_MAINTENANCE__ENABLED=false start_gamelake "$PORT"
 LOAD=(--target "http://127.0.0.1:$PORT" --format ndjson --batch 2000 --concurrency 16 --pregenerate 64)
 "$BIN" loadgen "${LOAD[@]}" --rate 170000 --duration "$(((EVENTS_K * 1000 + 169999) / 170000))s" \
   --report "$DIR/load.json" >/dev/null 2>&1
