@@ -7,4 +7,4 @@ pub mod names;
 pub mod time;
 
 pub use names::*;
-pub use time::GameClock;
+pub use time::{parse_duration, GameClock};

@@ -115,6 +115,22 @@ impl KpiConfig {
     }
 }
 
+/// `coalesce` of the role's fields a table has (in the role's order), each cast to `cast`;
+/// `None` when it has none. (Games name a field differently by format: `account_id` is a
+/// number in kv lines and `playerId` a text in bare ones, so they meet as text.)
+pub fn coalesce_of(columns: &[String], fields: &[String], cast: &str) -> Option<String> {
+    let present: Vec<String> = fields
+        .iter()
+        .filter(|f| columns.iter().any(|c| c == *f))
+        .map(|f| format!("CAST({} AS {cast})", quote(f)))
+        .collect();
+    match present.len() {
+        0 => None,
+        1 => Some(present[0].clone()),
+        _ => Some(format!("coalesce({})", present.join(", "))),
+    }
+}
+
 struct Tables<'a> {
     tables: &'a BTreeMap<String, Vec<String>>,
     cfg: &'a KpiConfig,
@@ -126,17 +142,8 @@ const EMPTY_TIME: &str = "CAST(NULL AS TIMESTAMP) AS event_time, CAST(NULL AS DA
 impl Tables<'_> {
     /// `coalesce` of the role's fields the table has, cast; NULL when it has none.
     fn role(&self, table: &str, fields: &[String], cast: &str) -> String {
-        let cols = &self.tables[table];
-        let present: Vec<String> = fields
-            .iter()
-            .filter(|f| cols.iter().any(|c| c == *f))
-            .map(|f| format!("CAST({} AS {cast})", quote(f)))
-            .collect();
-        match present.len() {
-            0 => format!("CAST(NULL AS {cast})"),
-            1 => present[0].clone(),
-            _ => format!("coalesce({})", present.join(", ")),
-        }
+        coalesce_of(&self.tables[table], fields, cast)
+            .unwrap_or_else(|| format!("CAST(NULL AS {cast})"))
     }
 
     fn has_any(&self, table: &str, fields: &[String]) -> bool {
@@ -322,6 +329,23 @@ fn literal(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalesce_of_the_fields_a_table_has() {
+        let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            coalesce_of(&cols(&["a", "x"]), &cols(&["x", "y"]), "VARCHAR"),
+            Some("CAST(\"x\" AS VARCHAR)".into())
+        );
+        assert_eq!(
+            coalesce_of(&cols(&["y", "x"]), &cols(&["x", "y"]), "DOUBLE"),
+            Some("coalesce(CAST(\"x\" AS DOUBLE), CAST(\"y\" AS DOUBLE))".into())
+        );
+        assert_eq!(
+            coalesce_of(&cols(&["a"]), &cols(&["x", "y"]), "VARCHAR"),
+            None
+        );
+    }
 
     #[test]
     fn roles_pick_the_fields_each_table_has() {

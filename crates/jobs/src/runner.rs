@@ -85,10 +85,9 @@ impl Runner {
         &self.log
     }
 
-    /// A query session with the `kpi` views registered over the tables as they are now.
-    pub async fn engine(&self) -> anyhow::Result<QueryEngine> {
-        let engine = QueryEngine::with_memory_limit(self.lake.clone(), self.memory_limit);
-        let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    /// The column names of every silver table, which the `kpi` views are built from.
+    pub async fn silver_columns(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        let mut tables = BTreeMap::new();
         for name in self
             .lake
             .list_tables(gamelake_common::SCHEMA_SILVER)
@@ -99,6 +98,13 @@ impl Runner {
                 tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());
             }
         }
+        Ok(tables)
+    }
+
+    /// A query session with the `kpi` views registered over the tables as they are now.
+    pub async fn engine(&self) -> anyhow::Result<QueryEngine> {
+        let engine = QueryEngine::with_memory_limit(self.lake.clone(), self.memory_limit);
+        let tables = self.silver_columns().await?;
         let ctx = engine.context();
         let catalog = ctx
             .catalog(gamelake_lake::query::CATALOG)

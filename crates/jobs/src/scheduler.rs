@@ -310,6 +310,32 @@ impl Scheduler {
         }
     }
 
+    fn is_running(&self, key: &(String, String)) -> bool {
+        self.in_flight.lock().expect("in-flight lock").contains(key)
+    }
+
+    /// Starts `run` under `key` if a slot is free (`None`: none is). When it ends, the key and
+    /// the slot are freed and the loop is woken to start what is due next.
+    fn launch(
+        &self,
+        key: (String, String),
+        run: impl std::future::Future<Output = Vec<RunRecord>> + Send + 'static,
+    ) -> Option<JoinHandle<Vec<RunRecord>>> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.clone());
+        let (in_flight, wake) = (self.in_flight.clone(), self.wake.clone());
+        Some(tokio::spawn(async move {
+            let records = run.await;
+            in_flight.lock().expect("in-flight lock").remove(&key);
+            drop(permit);
+            wake.notify_one();
+            records
+        }))
+    }
+
     /// One pass: plans, and starts what is due while slots are free. Returns the started runs.
     pub async fn tick(&self) -> anyhow::Result<Vec<JoinHandle<Vec<RunRecord>>>> {
         let now = self.clock.now();
@@ -325,38 +351,23 @@ impl Scheduler {
         let mut started = Vec::new();
         for due in plan(&self.jobs, &runs, &rows, now, &self.settings) {
             let key = (due.job.clone(), due.partition.to_string());
-            if self
-                .in_flight
-                .lock()
-                .expect("in-flight lock")
-                .contains(&key)
-            {
+            if self.is_running(&key) {
                 continue;
             }
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                break;
-            };
             let job = self.jobs.get(&due.job).expect("planned jobs exist").clone();
-            self.in_flight
-                .lock()
-                .expect("in-flight lock")
-                .insert(key.clone());
-            let (runner, clock, in_flight, wake) = (
-                self.runner.clone(),
-                self.clock.clone(),
-                self.in_flight.clone(),
-                self.wake.clone(),
-            );
-            started.push(tokio::spawn(async move {
+            let (runner, clock) = (self.runner.clone(), self.clock.clone());
+            let run = async move {
                 let now = move || clock.now();
-                let record = runner
-                    .attempt(&job, due.partition, due.trigger, due.attempt, &now)
-                    .await;
-                in_flight.lock().expect("in-flight lock").remove(&key);
-                drop(permit);
-                wake.notify_one();
-                vec![record]
-            }));
+                vec![
+                    runner
+                        .attempt(&job, due.partition, due.trigger, due.attempt, &now)
+                        .await,
+                ]
+            };
+            match self.launch(key, run) {
+                Some(handle) => started.push(handle),
+                None => break,
+            }
         }
         if let Some(m) = &self.maintenance {
             for (cron, tasks) in [
@@ -373,30 +384,12 @@ impl Scheduler {
                     .iter()
                     .any(|r| r.job == tasks[0].name() && r.started >= fire);
                 let key = (tasks[0].name().to_string(), "*".to_string());
-                if done
-                    || self
-                        .in_flight
-                        .lock()
-                        .expect("in-flight lock")
-                        .contains(&key)
-                {
+                if done || self.is_running(&key) {
                     continue;
                 }
-                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                    break;
-                };
-                self.in_flight
-                    .lock()
-                    .expect("in-flight lock")
-                    .insert(key.clone());
-                let (maintenance, clock, in_flight, wake) = (
-                    m.maintenance.clone(),
-                    self.clock.clone(),
-                    self.in_flight.clone(),
-                    self.wake.clone(),
-                );
+                let (maintenance, clock) = (m.maintenance.clone(), self.clock.clone());
                 let tasks = tasks.to_vec();
-                started.push(tokio::spawn(async move {
+                let run = async move {
                     let mut records = Vec::new();
                     match maintenance.tables().await {
                         Ok(tables) => {
@@ -410,18 +403,20 @@ impl Scheduler {
                         }
                         Err(e) => tracing::error!(error = %e, "maintenance cannot list the tables"),
                     }
-                    in_flight.lock().expect("in-flight lock").remove(&key);
-                    drop(permit);
-                    wake.notify_one();
                     records
-                }));
+                };
+                match self.launch(key, run) {
+                    Some(handle) => started.push(handle),
+                    None => break,
+                }
             }
         }
         Ok(started)
     }
 
-    /// Ticks every `every`, and as soon as a run ends, until `shutdown` resolves; runs going on are left to finish (a run
-    /// cut short by the process ending is marked interrupted at the next start).
+    /// Ticks every `every`, and as soon as a run ends, until `shutdown` resolves; runs going on
+    /// are left to finish (a run cut short by the process ending is marked interrupted at the
+    /// next start).
     pub async fn run(self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
         if let Err(e) = self.runner.log().close_abandoned(self.clock.now()) {
             tracing::warn!(error = %e, "cannot update the run log");

@@ -289,7 +289,9 @@ impl JobSpec {
         };
         let mut duration = |key: &str, default: Duration| match take(key) {
             None => Ok(default),
-            Some((l, v)) => parse_duration(&v).map_err(|e| err(l, format!("`{key}`: {e}"))),
+            Some((l, v)) => {
+                gamelake_common::parse_duration(&v).map_err(|e| err(l, format!("`{key}`: {e}")))
+            }
         };
         let retry_backoff = duration("retry_backoff", Duration::from_secs(30))?;
         let timeout = duration("timeout", Duration::from_secs(30 * 60))?;
@@ -382,27 +384,6 @@ impl JobSpec {
 
 fn list(v: &str) -> impl Iterator<Item = &str> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// `30s`, `10m`, `2h`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30s, 10m or 2h"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        u => return Err(format!("`{s}`: unit `{u}` is not ms, s, m, h or d")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Replaces `:name` parameters outside strings, quoted names and comments; `::` casts stay.

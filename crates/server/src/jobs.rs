@@ -425,13 +425,7 @@ pub fn history(ctx: &Context, name: Option<&str>, limit: usize, json: bool) -> a
 
 /// `gamelake jobs views`: the `kpi` views over the tables as they are now.
 pub async fn views(ctx: &Context) -> anyhow::Result<()> {
-    let mut tables = std::collections::BTreeMap::new();
-    for name in ctx.lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
-        let id = TableId::new(gamelake_common::SCHEMA_SILVER, &name);
-        if let Some(info) = ctx.lake.describe(&id).await? {
-            tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());
-        }
-    }
+    let tables = ctx.runner.silver_columns().await?;
     for (name, sql) in ctx.cfg.kpi.views(&tables) {
         println!("CREATE VIEW kpi.{name} AS\n{sql};\n");
     }

@@ -60,7 +60,7 @@ pub struct LakeFigures {
     /// Accounts with a session open now (a `login` or `heartbeat` in the last 10 minutes and no
     /// `logout` after it).
     pub ccu: Option<i64>,
-    /// Distinct accounts with a session event (`login`, `logout`, `heartbeat`) today. The gold
+    /// Distinct accounts with a session event (`[kpi]` login, logout, heartbeat codes) today. The gold
     /// DAU job counts accounts with any event; the live figure reads only the session tables
     /// so that it stays cheap at launch volumes.
     pub dau_today: Option<i64>,
@@ -147,6 +147,7 @@ impl Live {
         lake: Lake,
         query: QueryEngine,
         time_zone: String,
+        kpi: gamelake_jobs::KpiConfig,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -176,7 +177,7 @@ impl Live {
             let _ = self.events.send(("point", json));
             if std::time::Instant::now() >= next_lake {
                 next_lake = std::time::Instant::now() + LAKE_EVERY;
-                let figures = lake_figures(&metrics, &lake, &query, &time_zone).await;
+                let figures = lake_figures(&metrics, &lake, &query, &time_zone, &kpi).await;
                 let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
                 *self.lake.lock().expect("live lock") = figures;
                 let _ = self.events.send(("lake", json));
@@ -216,6 +217,7 @@ async fn lake_figures(
     lake: &Lake,
     query: &QueryEngine,
     time_zone: &str,
+    kpi: &gamelake_jobs::KpiConfig,
 ) -> LakeFigures {
     let mut f = LakeFigures {
         updated: chrono::Utc::now().timestamp_millis(),
@@ -263,12 +265,6 @@ async fn lake_figures(
             return f;
         }
     };
-    let columns = |name: &str| -> Option<Vec<String>> {
-        infos
-            .iter()
-            .find(|t| t.schema == "silver" && t.name == name)
-            .map(|t| t.columns.iter().map(|c| c.0.clone()).collect())
-    };
     f.tables = infos
         .iter()
         .map(|t| TableFigure {
@@ -279,27 +275,34 @@ async fn lake_figures(
             version: t.version,
         })
         .collect();
-    // Session events of the three session tables, with the account column each has.
-    let sessions: Vec<String> = ["login", "logout", "heartbeat"]
+    // Session events and payments through the `kpi` views the jobs read, so the `[kpi]`
+    // roles (which codes and fields) apply here too.
+    let silver: BTreeMap<String, Vec<String>> = infos
         .iter()
-        .filter_map(|t| {
-            let cols = columns(t)?;
-            let account = first_of(&cols, &["account_id", "playerId"], "VARCHAR")?;
-            Some(format!(
-                "SELECT {account} AS account, code, event_time, event_date FROM silver.{t}"
-            ))
+        .filter(|t| t.schema == gamelake_common::SCHEMA_SILVER)
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.columns.iter().map(|c| c.0.clone()).collect(),
+            )
         })
         .collect();
-    if sessions.is_empty() {
+    let views: BTreeMap<String, String> = kpi.views(&silver).into_iter().collect();
+    let session_codes: Vec<&String> = [&kpi.login_codes, &kpi.logout_codes, &kpi.heartbeat_codes]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !session_codes.iter().any(|c| silver.contains_key(*c)) {
+        let names: Vec<&str> = session_codes.iter().map(|c| c.as_str()).collect();
         f.kpi_notes
-            .push("no session tables (login, logout, heartbeat) yet".into());
+            .push(format!("no session tables ({}) yet", names.join(", ")));
     } else {
-        let union = sessions.join(" UNION ALL ");
+        let sessions = &views["sessions"];
         let today = &f.today;
         f.dau_today = scalar_i64(
             query,
             &format!(
-                "SELECT count(DISTINCT account) FROM ({union}) WHERE event_date = DATE '{today}'"
+                "SELECT count(DISTINCT account) FROM ({sessions}) AS s WHERE event_date = DATE '{today}'"
             ),
             &mut f.kpi_notes,
         )
@@ -307,48 +310,38 @@ async fn lake_figures(
         f.ccu = scalar_i64(
             query,
             &format!(
-                "SELECT count(*) FROM (SELECT account, last_value(code ORDER BY event_time) AS last \
-                 FROM ({union}) WHERE event_time > now() - INTERVAL '10 minutes' GROUP BY account) \
+                "SELECT count(*) FROM (SELECT account, last_value(kind ORDER BY event_time) AS last \
+                 FROM ({sessions}) AS s WHERE account IS NOT NULL \
+                 AND event_time > now() - INTERVAL '10 minutes' GROUP BY account) \
                  WHERE last <> 'logout'"
             ),
             &mut f.kpi_notes,
         )
         .await;
     }
-    match columns("payment").and_then(|c| first_of(&c, &["price_krw", "priceKrw"], "DOUBLE")) {
-        Some(amount) => {
-            f.revenue_today = scalar_f64(
-                query,
-                &format!(
-                    "SELECT coalesce(sum({amount}), 0) FROM silver.payment \
-                     WHERE event_date = DATE '{}'",
-                    f.today
-                ),
-                &mut f.kpi_notes,
-            )
-            .await;
-        }
-        None => f
-            .kpi_notes
-            .push("no payment table with a price_krw column yet".into()),
+    let paid = kpi.payment_codes.iter().any(|c| {
+        silver.get(c).is_some_and(|cols| {
+            gamelake_jobs::kpi::coalesce_of(cols, &kpi.amount, "DOUBLE").is_some()
+        })
+    });
+    if paid {
+        f.revenue_today = scalar_f64(
+            query,
+            &format!(
+                "SELECT coalesce(sum(amount), 0) FROM ({}) AS p WHERE event_date = DATE '{}'",
+                views["payments"], f.today
+            ),
+            &mut f.kpi_notes,
+        )
+        .await;
+    } else {
+        f.kpi_notes.push(format!(
+            "no payment table ({}) with an amount field ({}) yet",
+            kpi.payment_codes.join(", "),
+            kpi.amount.join(", ")
+        ));
     }
     f
-}
-
-/// `coalesce` of the candidate columns the table has, quoted and cast to `cast`; `None` when
-/// it has none. (Games name a field differently by format: `account_id` is a number in kv
-/// lines and `playerId` a text in bare ones, so they meet as text.)
-fn first_of(columns: &[String], candidates: &[&str], cast: &str) -> Option<String> {
-    let present: Vec<String> = candidates
-        .iter()
-        .filter(|c| columns.iter().any(|have| have == *c))
-        .map(|c| format!("CAST(\"{c}\" AS {cast})"))
-        .collect();
-    match present.len() {
-        0 => None,
-        1 => Some(present[0].clone()),
-        _ => Some(format!("coalesce({})", present.join(", "))),
-    }
 }
 
 async fn scalar_i64(q: &QueryEngine, sql: &str, notes: &mut Vec<String>) -> Option<i64> {
@@ -385,20 +378,6 @@ async fn run_scalar(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn first_of_coalesces_the_columns_a_table_has() {
-        let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            first_of(&cols(&["a", "x"]), &["x", "y"], "VARCHAR"),
-            Some("CAST(\"x\" AS VARCHAR)".into())
-        );
-        assert_eq!(
-            first_of(&cols(&["y", "x"]), &["x", "y"], "DOUBLE"),
-            Some("coalesce(CAST(\"x\" AS DOUBLE), CAST(\"y\" AS DOUBLE))".into())
-        );
-        assert_eq!(first_of(&cols(&["a"]), &["x", "y"], "VARCHAR"), None);
-    }
 
     #[test]
     fn a_point_holds_the_rates_of_one_second() {

@@ -86,7 +86,7 @@ enum Command {
         cfg: ConfigArgs,
         /// `vacuum`: delete files unreferenced for this long (default
         /// `maintenance.vacuum_retention_hours`).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = gamelake_common::parse_duration)]
         retention: Option<Duration>,
         /// `vacuum`: allow a retention under one hour (files of writes in progress may go).
         #[arg(long)]
@@ -190,7 +190,7 @@ struct LoadgenArgs {
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
     /// How long to run: `30s`, `2m`, `1h`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = gamelake_common::parse_duration)]
     duration: Duration,
     /// Requests in flight at most.
     #[arg(long, default_value_t = 32)]
@@ -237,7 +237,7 @@ struct LoadgenArgs {
     #[arg(long)]
     find_max: bool,
     /// With `--find-max`: length of each step.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = gamelake_common::parse_duration)]
     step_duration: Duration,
     /// With `--find-max`: rate factor between steps.
     #[arg(long, default_value_t = 1.25)]
@@ -247,7 +247,7 @@ struct LoadgenArgs {
     #[arg(long, default_value_t = 2)]
     refine: u32,
     /// With `--find-max`: p99 acknowledgement latency a sustained step stays within.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = gamelake_common::parse_duration)]
     max_p99: Duration,
     /// Write the lines to `--out` instead of sending them.
     #[arg(long, requires = "out")]
@@ -256,27 +256,8 @@ struct LoadgenArgs {
     out: Option<PathBuf>,
     /// With `--dry-run`: spread the events' times evenly over this long before now (e.g.
     /// `7d` of history for the jobs benchmark) instead of stamping them all now.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = gamelake_common::parse_duration)]
     spread: Option<Duration>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30s, 2m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return Err(format!("`{s}`: unit must be ms, s, m, h or d")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Warnings only (the command prints its own progress), unless `GAMELAKE_LOG` says otherwise.

@@ -76,6 +76,7 @@ pub async fn run(
         lake.clone(),
         query.clone(),
         cfg.parse.time_zone.clone(),
+        cfg.kpi.clone(),
     ));
     let state = AppState {
         config: Arc::new(cfg.clone()),
