@@ -140,7 +140,9 @@ impl Live {
         self.events.subscribe()
     }
 
-    /// Samples the metrics every second and the lake every 10 s, forever.
+    /// Samples the metrics every second and the lake every 10 s, forever. The lake figures are
+    /// SQL over the tables and can take seconds under load; they run in their own task so the
+    /// one-second points never wait for them.
     pub async fn run(
         self: Arc<Self>,
         metrics: Arc<Metrics>,
@@ -149,21 +151,28 @@ impl Live {
         time_zone: String,
         kpi: gamelake_jobs::KpiConfig,
     ) {
+        let new_table = Arc::new(tokio::sync::Notify::new());
+        let lake_task = tokio::spawn(self.clone().refresh_lake(
+            metrics.clone(),
+            lake,
+            query,
+            time_zone,
+            kpi,
+            new_table.clone(),
+        ));
+        let _abort_lake = AbortOnDrop(lake_task);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last = Reading::take(&metrics);
         let mut last_at = std::time::Instant::now();
-        let mut next_lake = std::time::Instant::now();
         loop {
             tick.tick().await;
             let now = Reading::take(&metrics);
             let secs = last_at.elapsed().as_secs_f64().max(1e-3);
             last_at = std::time::Instant::now();
             let point = point(&last, &now, secs, &metrics);
-            // A new event code means a new table once its first commit lands (within a commit
-            // interval): show it then rather than at the next regular refresh.
             if now.by_table.len() > last.by_table.len() {
-                next_lake = next_lake.min(std::time::Instant::now() + Duration::from_secs(2));
+                new_table.notify_one();
             }
             last = now;
             let json: Arc<str> = serde_json::to_string(&point).unwrap_or_default().into();
@@ -175,14 +184,39 @@ impl Live {
                 h.push_back(point);
             }
             let _ = self.events.send(("point", json));
-            if std::time::Instant::now() >= next_lake {
-                next_lake = std::time::Instant::now() + LAKE_EVERY;
-                let figures = lake_figures(&metrics, &lake, &query, &time_zone, &kpi).await;
-                let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
-                *self.lake.lock().expect("live lock") = figures;
-                let _ = self.events.send(("lake", json));
+        }
+    }
+
+    /// Refreshes the lake figures every [`LAKE_EVERY`], and two seconds after a new event code
+    /// is seen (its table appears with its first commit, within a commit interval).
+    async fn refresh_lake(
+        self: Arc<Self>,
+        metrics: Arc<Metrics>,
+        lake: Lake,
+        query: QueryEngine,
+        time_zone: String,
+        kpi: gamelake_jobs::KpiConfig,
+        new_table: Arc<tokio::sync::Notify>,
+    ) {
+        loop {
+            let figures = lake_figures(&metrics, &lake, &query, &time_zone, &kpi).await;
+            let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
+            *self.lake.lock().expect("live lock") = figures;
+            let _ = self.events.send(("lake", json));
+            tokio::select! {
+                _ = tokio::time::sleep(LAKE_EVERY) => {}
+                _ = new_table.notified() => tokio::time::sleep(Duration::from_secs(2)).await,
             }
         }
+    }
+}
+
+/// Aborts a spawned task when the owner is dropped (the live loop is cancelled with serve).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
