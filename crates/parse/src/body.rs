@@ -79,8 +79,10 @@ pub struct ParsedBody {
     /// (silver table name, rows), sorted by name; codes that map to one table name (`item.use`,
     /// `item_use`) give one batch each.
     pub silver: Vec<(String, RecordBatch)>,
-    /// Dead letters per reason id, for metrics.
-    pub dead_reasons: Vec<(&'static str, usize)>,
+    /// Bytes of the input lines behind each batch of `silver`, in the same order, for metrics.
+    pub silver_bytes: Vec<u64>,
+    /// Dead letters per reason id: (reason, lines, bytes of those lines), for metrics.
+    pub dead_reasons: Vec<(&'static str, usize, u64)>,
 }
 
 impl ParsedBody {
@@ -141,16 +143,19 @@ impl BodyParser {
             }
         }
         let date = self.clock.local_date(meta.ingest_time_us);
-        let mut silver: Vec<(String, RecordBatch)> = tables
+        let mut silver: Vec<(String, u64, RecordBatch)> = tables
             .into_iter()
             .map(|(code, chunk)| {
                 (
                     table_name_for_code(&code),
+                    chunk.line_bytes,
                     chunk.finish(meta.ingest_time_us),
                 )
             })
             .collect();
         silver.sort_by(|a, b| a.0.cmp(&b.0));
+        let silver_bytes = silver.iter().map(|(_, bytes, _)| *bytes).collect();
+        let silver = silver.into_iter().map(|(t, _, b)| (t, b)).collect();
         let dead_reasons = dead.reason_counts();
         ParsedBody {
             accepted,
@@ -158,6 +163,7 @@ impl BodyParser {
             raw_logs: raw.finish_raw_logs(meta, date),
             dead_letters: dead.finish(meta, date),
             silver,
+            silver_bytes,
             dead_reasons,
         }
     }
@@ -232,6 +238,7 @@ impl BodyParser {
                     .or_insert_with(|| TableChunk::new(hint.cloned()))
             }
         };
+        chunk.line_bytes += line.len() as u64;
         chunk.push_row(
             rec,
             code,
@@ -304,6 +311,8 @@ struct TableChunk {
     index: HashMap<String, usize>,
     conflicts: TextColumn,
     rows: usize,
+    /// Bytes of the input lines of these rows.
+    line_bytes: u64,
 }
 
 impl TableChunk {
@@ -317,6 +326,7 @@ impl TableChunk {
             index: HashMap::new(),
             conflicts: TextColumn::default(),
             rows: 0,
+            line_bytes: 0,
         }
     }
 
@@ -493,7 +503,7 @@ struct DeadLetters {
     reason: TextColumn,
     detail: TextColumn,
     stage: TextColumn,
-    reasons: Vec<&'static str>,
+    reasons: Vec<(&'static str, u64)>,
 }
 
 impl DeadLetters {
@@ -502,19 +512,22 @@ impl DeadLetters {
         self.reason.push(rejection.reason);
         self.detail.push(&rejection.detail);
         self.stage.push(rejection.stage);
-        self.reasons.push(rejection.reason);
+        self.reasons.push((rejection.reason, line.len() as u64));
     }
 
     fn len(&self) -> usize {
         self.lines.len()
     }
 
-    fn reason_counts(&self) -> Vec<(&'static str, usize)> {
-        let mut counts: Vec<(&'static str, usize)> = Vec::new();
-        for r in &self.reasons {
-            match counts.iter_mut().find(|(name, _)| name == r) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((r, 1)),
+    fn reason_counts(&self) -> Vec<(&'static str, usize, u64)> {
+        let mut counts: Vec<(&'static str, usize, u64)> = Vec::new();
+        for (r, bytes) in &self.reasons {
+            match counts.iter_mut().find(|(name, _, _)| name == r) {
+                Some((_, n, b)) => {
+                    *n += 1;
+                    *b += bytes;
+                }
+                None => counts.push((r, 1, *bytes)),
             }
         }
         counts

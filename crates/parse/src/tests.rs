@@ -164,7 +164,7 @@ fn malformed_lines_become_dead_letters_with_reasons() {
         .unwrap();
     assert_eq!(lines.value(6), b"\xff\xfe{code:\"item\"}");
     assert_eq!(p.raw_logs.as_ref().unwrap().num_rows(), 8);
-    assert_eq!(p.dead_reasons.iter().map(|(_, n)| n).sum::<usize>(), 7);
+    assert_eq!(p.dead_reasons.iter().map(|(_, n, _)| n).sum::<usize>(), 7);
 }
 
 #[test]

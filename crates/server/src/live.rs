@@ -285,7 +285,7 @@ async fn lake_figures(
                     "name": r.job,
                     "partition": r.partition,
                     "status": r.status.as_str(),
-                    "finished": r.ended.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+                    "finished": r.ended.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                     "rows": r.rows,
                     "error": r.error,
                 })

@@ -146,6 +146,10 @@ pub struct Metrics {
     pub ingest_lines_accepted: AtomicU64,
     pub ingest_lines_dead: Mutex<BTreeMap<String, u64>>,
     pub ingest_rows_by_table: Mutex<BTreeMap<String, u64>>,
+    /// Input line bytes of accepted events, by silver table.
+    pub ingest_bytes_by_table: Mutex<BTreeMap<String, u64>>,
+    /// Input line bytes of dead-lettered lines, by reason.
+    pub dead_letter_bytes: Mutex<BTreeMap<String, u64>>,
     pub ack_latency: Histogram,
     pub wal_bytes: AtomicU64,
     pub wal_segments: AtomicU64,
@@ -242,6 +246,13 @@ impl Metrics {
             );
         }
         drop(dead);
+        let _ = writeln!(out, "# HELP gamelake_dead_letter_bytes_total Bytes of rejected lines by reason.\n# TYPE gamelake_dead_letter_bytes_total counter");
+        for (reason, n) in self.dead_letter_bytes.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "gamelake_dead_letter_bytes_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         let _ = writeln!(out, "# HELP gamelake_ingest_events_total Accepted events by silver table.\n# TYPE gamelake_ingest_events_total counter");
         for (table, n) in self
             .ingest_rows_by_table
@@ -250,6 +261,18 @@ impl Metrics {
             .iter()
         {
             let _ = writeln!(out, "gamelake_ingest_events_total{{table=\"{table}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP gamelake_ingest_event_bytes_total Input line bytes of accepted events by silver table.\n# TYPE gamelake_ingest_event_bytes_total counter");
+        for (table, n) in self
+            .ingest_bytes_by_table
+            .lock()
+            .expect("metrics lock")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gamelake_ingest_event_bytes_total{{table=\"{table}\"}} {n}"
+            );
         }
         let _ = writeln!(out, "# HELP gamelake_ingest_ack_latency_seconds Time from body received to 2xx.\n# TYPE gamelake_ingest_ack_latency_seconds histogram");
         self.ack_latency

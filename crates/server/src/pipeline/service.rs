@@ -147,8 +147,10 @@ impl Pipeline {
                     .fetch_add(accepted, Ordering::Relaxed);
                 if !dead_reasons.is_empty() {
                     let mut dead = m.ingest_lines_dead.lock().expect("metrics lock");
-                    for (reason, n) in dead_reasons {
+                    let mut dead_bytes = m.dead_letter_bytes.lock().expect("metrics lock");
+                    for (reason, n, bytes) in dead_reasons {
                         *dead.entry(reason.to_string()).or_default() += n as u64;
+                        *dead_bytes.entry(reason.to_string()).or_default() += bytes;
                     }
                 }
                 Ok(offset)

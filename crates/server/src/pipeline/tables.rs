@@ -116,13 +116,12 @@ pub async fn dispatcher(
             batches.push((TableId::new(SCHEMA_BRONZE, TABLE_DEAD_LETTERS), b));
         }
         {
-            let mut rows = shared
-                .metrics
-                .ingest_rows_by_table
-                .lock()
-                .expect("metrics lock");
-            for (name, b) in &parsed.silver {
+            let m = &shared.metrics;
+            let mut rows = m.ingest_rows_by_table.lock().expect("metrics lock");
+            let mut bytes = m.ingest_bytes_by_table.lock().expect("metrics lock");
+            for ((name, b), line_bytes) in parsed.silver.iter().zip(&parsed.silver_bytes) {
                 *rows.entry(name.clone()).or_default() += b.num_rows() as u64;
+                *bytes.entry(name.clone()).or_default() += line_bytes;
             }
         }
         for (name, b) in parsed.silver {

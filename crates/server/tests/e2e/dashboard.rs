@@ -1,10 +1,11 @@
 //! The dashboard in a real browser, and `/metrics` read by a real Prometheus parser.
 //!
-//! The browser test needs Node.js with `playwright-core` (its folder in
-//! `GAMELAKE_TEST_NODE_PATH`) and Debian's Chromium (`/usr/bin/chromium` or
-//! `GAMELAKE_TEST_CHROMIUM`); the metrics test a Python with `prometheus_client`
-//! (`GAMELAKE_TEST_PYTHON`). `.ci/run` installs all three; without them the tests fail under
-//! `CI=true` and are skipped with a note elsewhere.
+//! The browser tests need Node.js with `playwright-core` and `puppeteer-core` (their folder in
+//! `GAMELAKE_TEST_NODE_PATH`), Debian's Chromium (`/usr/bin/chromium` or
+//! `GAMELAKE_TEST_CHROMIUM`) and Firefox ESR (`/usr/bin/firefox-esr` or `GAMELAKE_TEST_FIREFOX`);
+//! the metrics test a Python with `prometheus_client` (`GAMELAKE_TEST_PYTHON`). `.ci/run`
+//! installs them all; without them the tests fail under `CI=true` and are skipped with a note
+//! elsewhere.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -25,10 +26,24 @@ fn number(text: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
-    let node_path = std::env::var("GAMELAKE_TEST_NODE_PATH").ok();
     let chromium = std::env::var("GAMELAKE_TEST_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-    let Some(node_path) = node_path.filter(|_| std::path::Path::new(&chromium).exists()) else {
-        return missing("GAMELAKE_TEST_NODE_PATH (playwright-core) and Chromium");
+    dashboard_in("chromium", &chromium, "GAMELAKE_TEST_CHROMIUM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_live_traffic_and_runs_sql_in_firefox() {
+    let firefox = std::env::var("GAMELAKE_TEST_FIREFOX").unwrap_or("/usr/bin/firefox-esr".into());
+    dashboard_in("firefox", &firefox, "GAMELAKE_TEST_FIREFOX").await;
+}
+
+/// Opens the dashboard of a server receiving loadgen traffic in `browser` (driven by
+/// `tests/browser/dashboard.cjs`) at a wide light and a laptop dark size, and checks what shows.
+async fn dashboard_in(browser: &str, executable: &str, env_name: &'static str) {
+    let node_path = std::env::var("GAMELAKE_TEST_NODE_PATH").ok();
+    let Some(node_path) = node_path.filter(|_| std::path::Path::new(executable).exists()) else {
+        return missing(&format!(
+            "GAMELAKE_TEST_NODE_PATH (playwright-core, puppeteer-core) and {browser} ({env_name})"
+        ));
     };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "[lake]\ncommit_interval_ms = 300\n");
@@ -42,18 +57,21 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
         },
         ..gamelake_loadgen::LoadConfig::new(s.url.clone())
     }));
-    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let shots =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{browser}"));
     std::fs::create_dir_all(&shots).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.cjs");
     let url = format!("{}/", s.url);
     let shots_arg = shots.clone();
+    let (browser_arg, executable) = (browser.to_string(), executable.to_string());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
+            .arg(browser_arg)
             .arg(url)
             .arg(shots_arg)
             .env("NODE_PATH", node_path)
-            .env("GAMELAKE_TEST_CHROMIUM", chromium)
+            .env(env_name, executable)
             .output()
             .expect("running node")
     })
@@ -62,7 +80,7 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
     load.abort();
     assert!(
         out.status.success(),
-        "browser script failed:\n{}\n{}",
+        "browser script failed in {browser}:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -70,14 +88,18 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     for size in ["wide", "laptop"] {
         let v = &seen[size];
-        assert_eq!(v["errors"], serde_json::json!([]), "page errors at {size}");
+        assert_eq!(
+            v["errors"],
+            serde_json::json!([]),
+            "{browser}: page errors at {size}"
+        );
         let (first, second) = (&v["first"], &v["second"]);
         // Traffic shows, and the live chart moves between two reads.
         assert!(number(first["rate"].as_str().unwrap()) > 0.0, "{v}");
         assert!(number(second["rate"].as_str().unwrap()) > 0.0, "{v}");
         assert_ne!(
             first["ratePath"], second["ratePath"],
-            "the rate chart did not change"
+            "{browser}: the rate chart did not change"
         );
         assert!(first["codes"].as_u64().unwrap() >= 5, "events by code: {v}");
         // Tables with rows, files and bytes.
@@ -100,6 +122,11 @@ async fn dashboard_shows_live_traffic_and_runs_sql_in_chromium() {
             .find(|r| r[0] == "dau")
             .unwrap_or_else(|| panic!("no dau row: {v}"));
         assert_eq!(dau[2], "succeeded", "{v}");
+        let (page, viewport) = (&v["overflow"]["page"], &v["overflow"]["viewport"]);
+        assert!(
+            page.as_u64() <= viewport.as_u64(),
+            "{browser} at {size}: the page is {page} px wide in a {viewport} px viewport"
+        );
         // The SQL page: rows and a bar chart; a bad query an error naming the column.
         assert_eq!(v["sqlRows"][0][0], "combat", "{v}");
         assert!(number(v["sqlRows"][0][1].as_str().unwrap()) > 0.0, "{v}");
@@ -213,6 +240,34 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
         1.0
     );
     assert_eq!(get("gamelake_ingest_events_total{table=payment}"), 2.0);
+    // Bytes by table and by dead-letter reason: the payment line twice, and every non-blank line
+    // (without its newline) counted once per body in exactly one of them.
+    let payment_line = MIXED_BODY
+        .lines()
+        .find(|l| l.contains("[payment]"))
+        .unwrap();
+    assert_eq!(
+        get("gamelake_ingest_event_bytes_total{table=payment}"),
+        2.0 * payment_line.len() as f64
+    );
+    let sum_of = |prefix: &str| -> f64 {
+        m.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.as_f64().unwrap())
+            .sum()
+    };
+    let line_bytes: usize = MIXED_BODY
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::len)
+        .sum();
+    assert_eq!(
+        sum_of("gamelake_ingest_event_bytes_total{") + sum_of("gamelake_dead_letter_bytes_total{"),
+        2.0 * line_bytes as f64
+    );
+    assert!(get("gamelake_dead_letter_bytes_total{reason=truncated}") > 0.0);
     assert_eq!(get("gamelake_ingest_ack_latency_seconds_count"), 2.0);
     assert_eq!(
         get("gamelake_table_rows_committed_total{table=bronze.raw_logs}"),
