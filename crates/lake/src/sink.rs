@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::array::{Array, BooleanArray, Date32Array, RecordBatch};
+use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
@@ -21,7 +22,8 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
-use deltalake::DeltaTable;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::unify::{conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
@@ -158,15 +160,27 @@ impl TableSink for DeltaSink {
             // Streaming commits must not pay for log clean-up; maintenance does it.
             .with_cleanup_expired_logs(Some(false))
             .with_max_retries(5);
-        let result = table
-            .clone()
-            .write(conformed)
-            .with_save_mode(SaveMode::Append)
-            .with_schema_mode(SchemaMode::Merge)
-            .with_partition_columns([self.partition_column.clone()])
-            .with_writer_properties(self.writer_properties.clone())
-            .with_commit_properties(commit)
-            .await;
+        // The common case, no new column on an existing table: delta-rs's streaming writer, one
+        // Parquet file per partition value and no query plan. New columns and the first commit
+        // go through the write operation, which merges the schema (the streaming writer drops
+        // new columns of partitioned tables, delta-rs issue 2355).
+        let streaming = match self.schema.is_some() && new_columns.is_empty() {
+            true => by_partition(&conformed, &self.partition_column),
+            false => None,
+        };
+        let result = if let Some(parts) = streaming {
+            self.append_streaming(table.clone(), parts, commit).await
+        } else {
+            table
+                .clone()
+                .write(conformed)
+                .with_save_mode(SaveMode::Append)
+                .with_schema_mode(SchemaMode::Merge)
+                .with_partition_columns([self.partition_column.clone()])
+                .with_writer_properties(self.writer_properties.clone())
+                .with_commit_properties(commit)
+                .await
+        };
         let table = match result {
             Ok(t) => t,
             Err(source) => {
@@ -198,6 +212,64 @@ impl TableSink for DeltaSink {
             new_columns,
         })
     }
+}
+
+impl DeltaSink {
+    /// One commit of `parts` (rows of one day each, with only columns the table has) through
+    /// the streaming writer.
+    async fn append_streaming(
+        &self,
+        mut table: DeltaTable,
+        parts: Vec<(i32, RecordBatch)>,
+        commit: CommitProperties,
+    ) -> Result<DeltaTable, DeltaTableError> {
+        let mut writer = RecordBatchWriter::for_table(&table)?
+            .with_writer_properties(self.writer_properties.clone())
+            .with_commit_properties(commit);
+        for (date, batch) in parts {
+            let values = indexmap::IndexMap::from([(
+                self.partition_column.clone(),
+                delta_kernel::expressions::Scalar::Date(date),
+            )]);
+            writer
+                .write_partition(batch, &values, WriteMode::Default)
+                .await?;
+        }
+        writer.flush_and_commit(&mut table).await?;
+        Ok(table)
+    }
+}
+
+/// `batches` split by their `Date32` partition column: one (day, rows) per day in each batch,
+/// the batch itself when it holds one day (the usual case: live traffic). `None` when the
+/// column is missing, not a date or has nulls.
+fn by_partition(batches: &[RecordBatch], column: &str) -> Option<Vec<(i32, RecordBatch)>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let days = batch
+            .column_by_name(column)?
+            .as_any()
+            .downcast_ref::<Date32Array>()?;
+        if days.null_count() > 0 {
+            return None;
+        }
+        let values = days.values();
+        let Some(&first) = values.first() else {
+            continue;
+        };
+        if values.iter().all(|d| *d == first) {
+            out.push((first, batch.clone()));
+            continue;
+        }
+        let mut distinct: Vec<i32> = values.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for day in distinct {
+            let mask = BooleanArray::from_iter(values.iter().map(|d| Some(*d == day)));
+            out.push((day, filter_record_batch(batch, &mask).ok()?));
+        }
+    }
+    Some(out)
 }
 
 /// Replaces the rows of `table` that match `predicate` (a partition, e.g.
@@ -243,4 +315,114 @@ pub async fn replace_partition(
         .await
         .map_err(delta)?;
     Ok((table.version().unwrap_or(0), table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{ArrayRef, Int64Array};
+    use deltalake::arrow::datatypes::{DataType, Field};
+
+    fn batch(days: &[i32], columns: &[(&str, Vec<i64>)]) -> RecordBatch {
+        let mut fields = vec![Field::new("event_date", DataType::Date32, true)];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(Date32Array::from(days.to_vec()))];
+        for (name, values) in columns {
+            fields.push(Field::new(*name, DataType::Int64, true));
+            arrays.push(Arc::new(Int64Array::from(values.clone())));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+    }
+
+    #[test]
+    fn batches_split_by_day_only_when_they_span_days() {
+        let one = batch(&[5, 5, 5], &[("n", vec![1, 2, 3])]);
+        let parts = by_partition(std::slice::from_ref(&one), "event_date").unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!((parts[0].0, parts[0].1.num_rows()), (5, 3));
+        let two = batch(&[6, 5, 6], &[("n", vec![1, 2, 3])]);
+        let parts = by_partition(&[two], "event_date").unwrap();
+        let got: Vec<(i32, usize)> = parts.iter().map(|(d, b)| (*d, b.num_rows())).collect();
+        assert_eq!(got, vec![(5, 1), (6, 2)]);
+        // Not a date column, or a missing one: the caller takes the write operation.
+        assert!(by_partition(&[one.clone()], "n").is_none());
+        assert!(by_partition(&[one], "nope").is_none());
+        let nulls = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "event_date",
+                DataType::Date32,
+                true,
+            )])),
+            vec![Arc::new(Date32Array::from(vec![Some(1), None]))],
+        )
+        .unwrap();
+        assert!(by_partition(&[nulls], "event_date").is_none());
+    }
+
+    /// First commit (write operation), a two-day commit with known columns (streaming writer),
+    /// a commit with a new column (write operation again): every row lands in its day, the
+    /// offsets are the ones committed, and the new column reads NULL for older rows.
+    #[tokio::test]
+    async fn appends_stream_known_columns_and_merge_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let id = TableId::new("silver", "t");
+        let mut sink = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        sink.append(vec![batch(&[20000], &[("a", vec![1])])], 1)
+            .await
+            .unwrap();
+        let two_days = batch(&[20000, 20001, 20001], &[("a", vec![2, 3, 4])]);
+        let s = sink.append(vec![two_days], 2).await.unwrap();
+        assert_eq!((s.version, s.rows), (1, 3));
+        assert!(s.new_columns.is_empty());
+        let s = sink
+            .append(vec![batch(&[20001], &[("a", vec![5]), ("b", vec![50])])], 3)
+            .await
+            .unwrap();
+        assert_eq!(s.new_columns, vec!["b".to_string()]);
+
+        let reopened = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        assert_eq!(reopened.committed_offset(), Some(3));
+        let mut by_day: Vec<(String, u64)> = lake
+            .files(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.partition["event_date"].clone().unwrap(), f.rows))
+            .collect();
+        by_day.sort();
+        assert_eq!(
+            by_day,
+            vec![
+                ("2024-10-04".to_string(), 1),
+                ("2024-10-04".to_string(), 1),
+                ("2024-10-05".to_string(), 1),
+                ("2024-10-05".to_string(), 2),
+            ]
+        );
+        let q = crate::QueryEngine::new(lake);
+        let (_, rows) = q
+            .sql("SELECT CAST(event_date AS VARCHAR) AS d, a, b FROM silver.t ORDER BY a")
+            .await
+            .unwrap();
+        let rows = deltalake::arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string();
+        let expected = [
+            "+------------+---+----+",
+            "| d          | a | b  |",
+            "+------------+---+----+",
+            "| 2024-10-04 | 1 |    |",
+            "| 2024-10-04 | 2 |    |",
+            "| 2024-10-05 | 3 |    |",
+            "| 2024-10-05 | 4 |    |",
+            "| 2024-10-05 | 5 | 50 |",
+            "+------------+---+----+",
+        ]
+        .join("\n");
+        assert_eq!(rows, expected);
+    }
 }
