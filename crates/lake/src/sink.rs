@@ -20,7 +20,8 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -80,11 +81,7 @@ impl DeltaSink {
             table: None,
             committed: None,
             schema: None,
-            writer_properties: WriterProperties::builder()
-                .set_compression(Compression::ZSTD(
-                    ZstdLevel::try_new(1).expect("level 1 is valid"),
-                ))
-                .build(),
+            writer_properties: writer_properties(),
         };
         if let Some(table) = table {
             sink.adopt(table).await?;
@@ -212,6 +209,20 @@ impl TableSink for DeltaSink {
             new_columns,
         })
     }
+}
+
+/// Parquet settings of ingest commits: zstd level 1; the raw `line` of the bronze tables (unique
+/// text, ~240 bytes) without a dictionary or min/max statistics, which cost CPU on every value
+/// and help neither size nor pruning.
+fn writer_properties() -> WriterProperties {
+    let line = ColumnPath::from(gamelake_common::names::COL_LINE);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
+        .set_column_dictionary_enabled(line.clone(), false)
+        .set_column_statistics_enabled(line, EnabledStatistics::None)
+        .build()
 }
 
 impl DeltaSink {

@@ -127,7 +127,8 @@ impl BodyParser {
         meta: &IngestMeta,
         hints: &SchemaHints,
     ) -> ParsedBody {
-        let mut raw = BinaryColumn::default();
+        // Every line's bytes go to bronze: one allocation of the body's size, no regrowing.
+        let mut raw = BinaryColumn::with_capacity(body.len());
         let mut dead = DeadLetters::default();
         let mut tables: HashMap<String, TableChunk> = HashMap::new();
         let mut accepted = 0;
@@ -313,6 +314,20 @@ struct TableChunk {
     rows: usize,
     /// Bytes of the input lines of these rows.
     line_bytes: u64,
+    /// Where each field of the previous row went, by position: its key and its slot. Rows of
+    /// one code nearly always carry the same keys in the same order, so comparing a key with
+    /// the one at its position replaces cleaning the name and a hash lookup.
+    layout: Vec<(String, Slot)>,
+}
+
+/// Where a field's value goes.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Column(usize),
+    /// A derived column's name (`code`, `event_time`, `event_date`): the source field is dropped.
+    Derived,
+    /// A reserved column's name (`_ingest_time`, …): the value goes to `_conflicts`.
+    Reserved,
 }
 
 impl TableChunk {
@@ -327,6 +342,7 @@ impl TableChunk {
             conflicts: TextColumn::default(),
             rows: 0,
             line_bytes: 0,
+            layout: Vec::new(),
         }
     }
 
@@ -344,8 +360,7 @@ impl TableChunk {
         self.event_time.push(event_time);
         self.event_date.push(event_date);
         conflicts.clear();
-        for field in &rec.fields {
-            let name = column_name_for_field(rec.text(&field.key));
+        for (position, field) in rec.fields.iter().enumerate() {
             let cell = match &field.val {
                 Val::Null => continue,
                 Val::Bool(b) => Cell::Bool(*b),
@@ -354,26 +369,24 @@ impl TableChunk {
                 Val::Str(s) => Cell::Str(rec.text(s)),
                 Val::Json(s) => Cell::Json(rec.text(s)),
             };
-            match name.as_ref() {
-                // Derived columns replace source fields of the same name (raw text stays in bronze).
-                COL_CODE | COL_EVENT_TIME | COL_EVENT_DATE => continue,
-                COL_INGEST_TIME | COL_OFFSET | COL_CONFLICTS => {
-                    add_conflict(conflicts, &name, &cell);
-                    continue;
+            let key = rec.text(&field.key);
+            let slot = match self.layout.get(position) {
+                Some((seen, slot)) if seen == key => *slot,
+                _ => {
+                    let slot = self.slot_for(key, &cell);
+                    match self.layout.get_mut(position) {
+                        Some(entry) => *entry = (key.to_string(), slot),
+                        None => self.layout.push((key.to_string(), slot)),
+                    }
+                    slot
                 }
-                _ => {}
-            }
-            let idx = match self.index.get(name.as_ref()) {
-                Some(i) => *i,
-                None => {
-                    let ty = self
-                        .hint
-                        .as_ref()
-                        .and_then(|h| h.get(name.as_ref()).copied())
-                        .unwrap_or_else(|| cell.natural_type());
-                    self.columns.push(Column::new(name.to_string(), ty));
-                    self.index.insert(name.to_string(), self.columns.len() - 1);
-                    self.columns.len() - 1
+            };
+            let idx = match slot {
+                Slot::Column(idx) => idx,
+                Slot::Derived => continue,
+                Slot::Reserved => {
+                    add_conflict(conflicts, &column_name_for_field(key), &cell);
+                    continue;
                 }
             };
             let col = &mut self.columns[idx];
@@ -385,7 +398,7 @@ impl TableChunk {
             if col.accepts(&cell) {
                 col.push(cell, scratch);
             } else {
-                add_conflict(conflicts, &name, &cell);
+                add_conflict(conflicts, &col.name, &cell);
             }
         }
         if conflicts.is_empty() {
@@ -395,6 +408,29 @@ impl TableChunk {
             self.conflicts.push(conflicts);
         }
         self.rows += 1;
+    }
+
+    /// The slot of a field key: its column (added with the hinted or the value's type if new),
+    /// or a derived or reserved name.
+    fn slot_for(&mut self, key: &str, cell: &Cell<'_>) -> Slot {
+        let name = column_name_for_field(key);
+        match name.as_ref() {
+            // Derived columns replace source fields of the same name (raw text stays in bronze).
+            COL_CODE | COL_EVENT_TIME | COL_EVENT_DATE => return Slot::Derived,
+            COL_INGEST_TIME | COL_OFFSET | COL_CONFLICTS => return Slot::Reserved,
+            _ => {}
+        }
+        if let Some(i) = self.index.get(name.as_ref()) {
+            return Slot::Column(*i);
+        }
+        let ty = self
+            .hint
+            .as_ref()
+            .and_then(|h| h.get(name.as_ref()).copied())
+            .unwrap_or_else(|| cell.natural_type());
+        self.columns.push(Column::new(name.to_string(), ty));
+        self.index.insert(name.to_string(), self.columns.len() - 1);
+        Slot::Column(self.columns.len() - 1)
     }
 
     fn finish(mut self, ingest_time_us: i64) -> RecordBatch {
@@ -469,6 +505,12 @@ impl Default for BinaryColumn {
 }
 
 impl BinaryColumn {
+    fn with_capacity(bytes: usize) -> Self {
+        let mut column = Self::default();
+        column.bytes.reserve(bytes);
+        column
+    }
+
     fn push(&mut self, line: &[u8]) {
         self.bytes.extend_from_slice(line);
         self.offsets.push(self.bytes.len() as i32);

@@ -389,3 +389,33 @@ proptest! {
         let _ = parse_line(&format!("2026-11-28 02:10:11 [x] {s}"), &mut rec);
     }
 }
+
+/// Rows of one code whose keys move, appear, vanish or repeat between lines: every value lands
+/// in its own column whatever the previous row's layout was (the per-position key cache).
+#[test]
+fn fields_in_any_order_land_in_their_columns() {
+    let p = parse(concat!(
+        "{code:x, ts:1764300000000, a:1, b:\"p\"}\n",
+        "{code:x, ts:1764300000000, b:\"q\", a:2}\n",
+        "{code:x, ts:1764300000000, a:3, c:30, b:\"r\"}\n",
+        "{code:x, ts:1764300000000, c:40}\n",
+        "{code:x, ts:1764300000000, a:5, a:6, _ingest_time:7, event_date:\"no\", b:\"s\"}\n",
+        "{code:x, ts:1764300000000, a:8, b:\"t\"}\n",
+    ));
+    let x = table(&p, "x");
+    assert_eq!(
+        ints(x, "a"),
+        [Some(1), Some(2), Some(3), None, Some(6), Some(8)]
+    );
+    assert_eq!(
+        strings(x, "b"),
+        ["p", "q", "r", "", "s", "t"].map(|s| (!s.is_empty()).then(|| s.to_string()))
+    );
+    assert_eq!(ints(x, "c"), [None, None, Some(30), Some(40), None, None]);
+    let conflicts = strings(x, "_conflicts");
+    assert_eq!(conflicts[4].as_deref(), Some(r#"{"_ingest_time":7}"#));
+    assert!(conflicts
+        .iter()
+        .enumerate()
+        .all(|(i, c)| i == 4 || c.is_none()));
+}
