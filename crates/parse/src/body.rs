@@ -98,6 +98,18 @@ pub struct BodyParser {
     rec: Record,
     scratch: String,
     conflicts: String,
+    /// The size of the last body's rows of each code, to size the next body's buffers at once.
+    shapes: HashMap<String, Shape>,
+}
+
+/// Codes whose last shape a parser remembers.
+const MAX_SHAPES: usize = 1024;
+
+/// Rows and text bytes per column of one code's rows in a body.
+#[derive(Debug, Default)]
+struct Shape {
+    rows: usize,
+    text_bytes: HashMap<String, usize>,
 }
 
 impl BodyParser {
@@ -109,6 +121,7 @@ impl BodyParser {
             rec: Record::default(),
             scratch: String::new(),
             conflicts: String::new(),
+            shapes: HashMap::new(),
         })
     }
 
@@ -132,7 +145,16 @@ impl BodyParser {
         let mut dead = DeadLetters::default();
         let mut tables: HashMap<String, TableChunk> = HashMap::new();
         let mut accepted = 0;
-        for line in body.split(|b| *b == b'\n') {
+        let mut rest = body;
+        while !rest.is_empty() {
+            let line = match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    let line = &rest[..end];
+                    rest = &rest[end + 1..];
+                    line
+                }
+                None => std::mem::take(&mut rest),
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
@@ -146,12 +168,14 @@ impl BodyParser {
         let date = self.clock.local_date(meta.ingest_time_us);
         let mut silver: Vec<(String, u64, RecordBatch)> = tables
             .into_iter()
-            .map(|(code, chunk)| {
-                (
-                    table_name_for_code(&code),
-                    chunk.line_bytes,
-                    chunk.finish(meta.ingest_time_us),
-                )
+            .map(|(code, mut chunk)| {
+                let table = table_name_for_code(&code);
+                if self.shapes.len() >= MAX_SHAPES {
+                    // Many codes (a client sending random ones): forget, rather than grow.
+                    self.shapes.clear();
+                }
+                self.shapes.insert(code, chunk.take_shape());
+                (table, chunk.line_bytes, chunk.finish(meta.ingest_time_us))
             })
             .collect();
         silver.sort_by(|a, b| a.0.cmp(&b.0));
@@ -234,9 +258,10 @@ impl BodyParser {
             Some(chunk) => chunk,
             None => {
                 let hint = hints.get(&table_name_for_code(code));
+                let shape = self.shapes.remove(code).unwrap_or_default();
                 tables
                     .entry(code.to_string())
-                    .or_insert_with(|| TableChunk::new(hint.cloned()))
+                    .or_insert_with(|| TableChunk::new(hint.cloned(), shape))
             }
         };
         chunk.line_bytes += line.len() as u64;
@@ -318,6 +343,8 @@ struct TableChunk {
     /// one code nearly always carry the same keys in the same order, so comparing a key with
     /// the one at its position replaces cleaning the name and a hash lookup.
     layout: Vec<(String, Slot)>,
+    /// The previous body's size of this code's rows: the capacity of new columns.
+    shape: Shape,
 }
 
 /// Where a field's value goes.
@@ -331,18 +358,19 @@ enum Slot {
 }
 
 impl TableChunk {
-    fn new(hint: Option<HashMap<String, ColType>>) -> Self {
+    fn new(hint: Option<HashMap<String, ColType>>, shape: Shape) -> Self {
         Self {
             hint,
             code: TextColumn::default(),
-            event_time: Vec::new(),
-            event_date: Vec::new(),
+            event_time: Vec::with_capacity(shape.rows),
+            event_date: Vec::with_capacity(shape.rows),
             columns: Vec::new(),
             index: HashMap::new(),
             conflicts: TextColumn::default(),
             rows: 0,
             line_bytes: 0,
             layout: Vec::new(),
+            shape,
         }
     }
 
@@ -428,9 +456,33 @@ impl TableChunk {
             .as_ref()
             .and_then(|h| h.get(name.as_ref()).copied())
             .unwrap_or_else(|| cell.natural_type());
-        self.columns.push(Column::new(name.to_string(), ty));
+        let text_bytes = self.shape.text_bytes.get(name.as_ref()).copied();
+        self.columns.push(Column::with_capacity(
+            name.to_string(),
+            ty,
+            self.shape.rows,
+            text_bytes.unwrap_or(0),
+        ));
         self.index.insert(name.to_string(), self.columns.len() - 1);
         Slot::Column(self.columns.len() - 1)
+    }
+
+    /// This chunk's size, for the next body's chunk of the same code.
+    fn take_shape(&mut self) -> Shape {
+        let mut shape = std::mem::take(&mut self.shape);
+        shape.rows = self.rows;
+        for col in &self.columns {
+            let Some(bytes) = col.text_bytes() else {
+                continue;
+            };
+            match shape.text_bytes.get_mut(&col.name) {
+                Some(b) => *b = bytes,
+                None => {
+                    shape.text_bytes.insert(col.name.clone(), bytes);
+                }
+            }
+        }
+        shape
     }
 
     fn finish(mut self, ingest_time_us: i64) -> RecordBatch {

@@ -110,17 +110,35 @@ pub struct Column {
 
 impl Column {
     pub fn new(name: String, ty: ColType) -> Self {
+        Self::with_capacity(name, ty, 0, 0)
+    }
+
+    /// A column with room for `rows` values and, for text, `text_bytes` bytes.
+    pub fn with_capacity(name: String, ty: ColType, rows: usize, text_bytes: usize) -> Self {
         let data = match ty {
-            ColType::Int64 => ColData::Int(Vec::new()),
-            ColType::Float64 => ColData::Float(Vec::new()),
-            ColType::Boolean => ColData::Bool(Vec::new()),
-            ColType::Utf8 => ColData::Str(StrData::new()),
+            ColType::Int64 => ColData::Int(Vec::with_capacity(rows)),
+            ColType::Float64 => ColData::Float(Vec::with_capacity(rows)),
+            ColType::Boolean => ColData::Bool(Vec::with_capacity(rows)),
+            ColType::Utf8 => {
+                let mut text = StrData::new();
+                text.offsets.reserve(rows);
+                text.bytes.reserve(text_bytes);
+                ColData::Str(text)
+            }
         };
         Self {
             name,
             ty,
             data,
-            valid: Vec::new(),
+            valid: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Bytes of text held, for a text column.
+    pub fn text_bytes(&self) -> Option<usize> {
+        match &self.data {
+            ColData::Str(text) => Some(text.bytes.len()),
+            _ => None,
         }
     }
 
