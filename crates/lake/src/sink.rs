@@ -355,7 +355,7 @@ mod tests {
         let got: Vec<(i32, usize)> = parts.iter().map(|(d, b)| (*d, b.num_rows())).collect();
         assert_eq!(got, vec![(5, 1), (6, 2)]);
         // Not a date column, or a missing one: the caller takes the write operation.
-        assert!(by_partition(&[one.clone()], "n").is_none());
+        assert!(by_partition(std::slice::from_ref(&one), "n").is_none());
         assert!(by_partition(&[one], "nope").is_none());
         let nulls = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new(
