@@ -24,7 +24,9 @@ ACKED=$(json "$DIR/report.json" "r['acked_events']")
 wait_committed "$PORT" "$ACKED"
 END=$(date +%s.%N)
 read -r RSS CPU < <(proc_figures "$SERVER")
-DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {print s}')
+DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {printf "%d\n", s}')
+# `REPORT=path` keeps loadgen's JSON summary.
+if [ -n "${REPORT:-}" ]; then cp "$DIR/report.json" "$REPORT"; fi
 python3 - "$DIR/report.json" "$START" "$END" "$RSS" "$CPU" "$DISK" "$DIR/loadgen.time" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -28,6 +28,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+/// The views of the `kpi` schema, in the order [`KpiConfig::views`] builds them.
+pub const VIEWS: [&str; 5] = ["activity", "payments", "sessions", "currency", "items"];
+
 /// Field and code names of the KPI roles.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -106,11 +109,11 @@ impl KpiConfig {
     pub fn views(&self, tables: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
         let t = Tables { tables, cfg: self };
         vec![
-            ("activity".into(), t.activity()),
-            ("payments".into(), t.payments()),
-            ("sessions".into(), t.sessions()),
-            ("currency".into(), t.currency()),
-            ("items".into(), t.items()),
+            (VIEWS[0].into(), t.activity()),
+            (VIEWS[1].into(), t.payments()),
+            (VIEWS[2].into(), t.sessions()),
+            (VIEWS[3].into(), t.currency()),
+            (VIEWS[4].into(), t.items()),
         ]
     }
 }

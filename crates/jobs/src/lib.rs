@@ -30,7 +30,7 @@ pub mod spec;
 pub use kpi::KpiConfig;
 pub use maintenance::{Maintenance, MaintenanceConfig, Task};
 pub use registry::Jobs;
-pub use runner::Runner;
+pub use runner::{KpiSchema, Runner};
 pub use runs::{RunLog, RunRecord, RunStatus, Trigger};
 pub use scheduler::{Clock, ManualClock, Settings, SystemClock};
 pub use spec::{JobSpec, Partition};

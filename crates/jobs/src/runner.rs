@@ -9,7 +9,10 @@ use std::time::Instant;
 use chrono::{DateTime, NaiveDate, Utc};
 use gamelake_lake::arrow::array::RecordBatch;
 use gamelake_lake::arrow::datatypes::Schema;
-use gamelake_lake::datafusion::catalog::MemorySchemaProvider;
+use gamelake_lake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use gamelake_lake::datafusion::datasource::ViewTable;
+use gamelake_lake::datafusion::error::{DataFusionError, Result as DfResult};
+use gamelake_lake::datafusion::logical_expr::TableType;
 use gamelake_lake::deltalake::DeltaTable;
 use gamelake_lake::{Lake, QueryEngine, TableId};
 
@@ -19,6 +22,69 @@ use crate::spec::{Dependency, Granularity, JobSpec, Partition};
 
 /// Column of the hour in hourly gold tables.
 pub const COL_EVENT_HOUR: &str = "event_hour";
+
+/// The column names of every silver table of `lake`.
+async fn silver_columns(lake: &Lake) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut tables = BTreeMap::new();
+    for name in lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
+        let id = TableId::new(gamelake_common::SCHEMA_SILVER, &name);
+        if let Some(info) = lake.describe(&id).await? {
+            tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());
+        }
+    }
+    Ok(tables)
+}
+
+/// The `kpi` schema of ad-hoc SQL (`gamelake sql`, `/v1/query`, the Postgres port): the views
+/// the jobs read, each planned when a query names it over the silver tables as they are then,
+/// so new fields and codes show without a restart. Jobs build the same views per run
+/// ([`Runner::engine`]).
+#[derive(Debug)]
+pub struct KpiSchema {
+    lake: Lake,
+    kpi: KpiConfig,
+}
+
+impl KpiSchema {
+    pub fn new(lake: Lake, kpi: KpiConfig) -> Self {
+        Self { lake, kpi }
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for KpiSchema {
+    fn table_names(&self) -> Vec<String> {
+        crate::kpi::VIEWS.iter().map(|v| v.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        let external = |e: anyhow::Error| DataFusionError::External(e.into());
+        let tables = silver_columns(&self.lake).await.map_err(external)?;
+        let Some((_, sql)) = self.kpi.views(&tables).into_iter().find(|(v, _)| v == name) else {
+            return Ok(None);
+        };
+        // Planned in a session of its own: the view's scans hold their tables' snapshots.
+        let plan = QueryEngine::new(self.lake.clone())
+            .plan(&sql)
+            .await
+            .map_err(|e| external(anyhow::anyhow!("planning view kpi.{name}: {e}")))?
+            .into_unoptimized_plan();
+        Ok(Some(Arc::new(ViewTable::new(plan, Some(sql)))))
+    }
+
+    /// Without planning the view: catalog listings (`information_schema`, `\d`) ask for every
+    /// table's type.
+    async fn table_type(&self, name: &str) -> DfResult<Option<TableType>> {
+        Ok(self.table_exist(name).then_some(TableType::View))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        crate::kpi::VIEWS.contains(&name)
+    }
+}
 
 /// What a successful build wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,18 +153,7 @@ impl Runner {
 
     /// The column names of every silver table, which the `kpi` views are built from.
     pub async fn silver_columns(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-        let mut tables = BTreeMap::new();
-        for name in self
-            .lake
-            .list_tables(gamelake_common::SCHEMA_SILVER)
-            .await?
-        {
-            let id = TableId::new(gamelake_common::SCHEMA_SILVER, &name);
-            if let Some(info) = self.lake.describe(&id).await? {
-                tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());
-            }
-        }
-        Ok(tables)
+        silver_columns(&self.lake).await
     }
 
     /// A query session with the `kpi` views registered over the tables as they are now.

@@ -54,6 +54,10 @@ pub async fn run(
             runs: runs.clone(),
         }),
     );
+    query.register_schema(
+        "kpi",
+        Arc::new(gamelake_jobs::KpiSchema::new(lake.clone(), cfg.kpi.clone())),
+    );
     crate::pg::setup_catalog(query.context(), gamelake_lake::query::CATALOG)?;
     let pg_listener = TcpListener::bind(cfg.pg_addr)
         .await

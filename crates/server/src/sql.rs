@@ -1,6 +1,7 @@
 //! `gamelake sql`: one statement, or a REPL, over a data dir or a running server.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use gamelake_lake::arrow::array::RecordBatch;
@@ -75,9 +76,16 @@ enum Runner {
 impl Runner {
     fn new(target: Target) -> anyhow::Result<Self> {
         Ok(match target {
-            Target::DataDir(dir) => Runner::Local(QueryEngine::new(
-                Lake::open(&dir).with_context(|| format!("opening `{dir}`"))?,
-            )),
+            Target::DataDir(dir) => {
+                let lake = Lake::open(&dir).with_context(|| format!("opening `{dir}`"))?;
+                let engine = QueryEngine::new(lake.clone());
+                // The KPI views with the default roles (a server applies its `[kpi]` config).
+                engine.register_schema(
+                    "kpi",
+                    Arc::new(gamelake_jobs::KpiSchema::new(lake, Default::default())),
+                );
+                Runner::Local(engine)
+            }
             Target::Server { url, key } => Runner::Remote {
                 client: reqwest::Client::new(),
                 url: url.trim_end_matches('/').to_string(),

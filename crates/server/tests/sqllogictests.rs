@@ -245,6 +245,14 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
                 let lake = Lake::open(&data_dir.display().to_string())
                     .map_err(|e| SltError(e.to_string()))?;
                 let engine = QueryEngine::new(lake.clone());
+                // As `serve` does: the KPI views for ad-hoc SQL, and the system tables.
+                engine.register_schema(
+                    "kpi",
+                    Arc::new(gamelake_jobs::KpiSchema::new(
+                        lake.clone(),
+                        Default::default(),
+                    )),
+                );
                 engine.register_schema(
                     "system",
                     Arc::new(gamelake::system::SystemSchema {

@@ -265,6 +265,14 @@ async fn scheduler_in_serve_catches_up_and_rebuilds_late_days() {
         triggers.contains(&vec![Value::from("late_data")]),
         "{triggers:?}"
     );
+    // The views the jobs read answer ad-hoc SQL too, with the late line in them.
+    assert_eq!(
+        s.query(&format!(
+            "SELECT count(DISTINCT account) FROM kpi.activity WHERE event_date = DATE '{yesterday}'"
+        ))
+        .await,
+        vec![vec![Value::from(3)]]
+    );
 }
 
 #[tokio::test]
