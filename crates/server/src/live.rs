@@ -86,6 +86,8 @@ pub struct Live {
     history: Mutex<VecDeque<Point>>,
     lake: Mutex<LakeFigures>,
     events: tokio::sync::broadcast::Sender<(&'static str, Arc<str>)>,
+    /// Signalled when a dashboard subscribes: the lake figures are computed only while one is.
+    watched: tokio::sync::Notify,
 }
 
 impl Default for Live {
@@ -94,6 +96,7 @@ impl Default for Live {
             history: Mutex::new(VecDeque::with_capacity(HISTORY_S)),
             lake: Mutex::default(),
             events: tokio::sync::broadcast::channel(64).0,
+            watched: tokio::sync::Notify::new(),
         }
     }
 }
@@ -137,7 +140,9 @@ impl Live {
 
     /// Live events as they come: `("point" | "lake", json)`.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(&'static str, Arc<str>)> {
-        self.events.subscribe()
+        let rx = self.events.subscribe();
+        self.watched.notify_one();
+        rx
     }
 
     /// Samples the metrics every second and the lake every 10 s, forever. The lake figures are
@@ -188,7 +193,10 @@ impl Live {
     }
 
     /// Refreshes the lake figures every [`LAKE_EVERY`], and two seconds after a new event code
-    /// is seen (its table appears with its first commit, within a commit interval).
+    /// is seen (its table appears with its first commit, within a commit interval), while a
+    /// dashboard is connected. They are SQL over today's rows of every table (DAU, CCU,
+    /// revenue) and a listing of every table: a cost that grows with the day's data, which an
+    /// unwatched server should not pay out of its ingest CPU.
     async fn refresh_lake(
         self: Arc<Self>,
         metrics: Arc<Metrics>,
@@ -199,6 +207,9 @@ impl Live {
         new_table: Arc<tokio::sync::Notify>,
     ) {
         loop {
+            if self.events.receiver_count() == 0 {
+                self.watched.notified().await;
+            }
             let figures = lake_figures(&metrics, &lake, &query, &time_zone, &kpi).await;
             let json: Arc<str> = serde_json::to_string(&figures).unwrap_or_default().into();
             *self.lake.lock().expect("live lock") = figures;
