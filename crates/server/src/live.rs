@@ -88,6 +88,8 @@ pub struct Live {
     events: tokio::sync::broadcast::Sender<(&'static str, Arc<str>)>,
     /// Signalled when a dashboard subscribes: the lake figures are computed only while one is.
     watched: tokio::sync::Notify,
+    /// Signalled when a new event code is seen: its table appears with its first commit.
+    new_table: tokio::sync::Notify,
 }
 
 impl Default for Live {
@@ -97,6 +99,7 @@ impl Default for Live {
             lake: Mutex::default(),
             events: tokio::sync::broadcast::channel(64).0,
             watched: tokio::sync::Notify::new(),
+            new_table: tokio::sync::Notify::new(),
         }
     }
 }
@@ -145,27 +148,10 @@ impl Live {
         rx
     }
 
-    /// Samples the metrics every second and the lake every 10 s, forever. The lake figures are
-    /// SQL over the tables and can take seconds under load; they run in their own task so the
-    /// one-second points never wait for them.
-    pub async fn run(
-        self: Arc<Self>,
-        metrics: Arc<Metrics>,
-        lake: Lake,
-        query: QueryEngine,
-        time_zone: String,
-        kpi: gamelake_jobs::KpiConfig,
-    ) {
-        let new_table = Arc::new(tokio::sync::Notify::new());
-        let lake_task = tokio::spawn(self.clone().refresh_lake(
-            metrics.clone(),
-            lake,
-            query,
-            time_zone,
-            kpi,
-            new_table.clone(),
-        ));
-        let _abort_lake = AbortOnDrop(lake_task);
+    /// Samples the metrics every second, forever. The lake figures are SQL over the tables
+    /// and can take seconds under load: [`Live::refresh_lake`] runs as a task of its own, so
+    /// the one-second points never wait for them.
+    pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last = Reading::take(&metrics);
@@ -177,7 +163,7 @@ impl Live {
             last_at = std::time::Instant::now();
             let point = point(&last, &now, secs, &metrics);
             if now.by_table.len() > last.by_table.len() {
-                new_table.notify_one();
+                self.new_table.notify_one();
             }
             last = now;
             let json: Arc<str> = serde_json::to_string(&point).unwrap_or_default().into();
@@ -197,14 +183,13 @@ impl Live {
     /// dashboard is connected. They are SQL over today's rows of every table (DAU, CCU,
     /// revenue) and a listing of every table: a cost that grows with the day's data, which an
     /// unwatched server should not pay out of its ingest CPU.
-    async fn refresh_lake(
+    pub async fn refresh_lake(
         self: Arc<Self>,
         metrics: Arc<Metrics>,
         lake: Lake,
         query: QueryEngine,
         time_zone: String,
         kpi: gamelake_jobs::KpiConfig,
-        new_table: Arc<tokio::sync::Notify>,
     ) {
         loop {
             if self.events.receiver_count() == 0 {
@@ -216,18 +201,9 @@ impl Live {
             let _ = self.events.send(("lake", json));
             tokio::select! {
                 _ = tokio::time::sleep(LAKE_EVERY) => {}
-                _ = new_table.notified() => tokio::time::sleep(Duration::from_secs(2)).await,
+                _ = self.new_table.notified() => tokio::time::sleep(Duration::from_secs(2)).await,
             }
         }
-    }
-}
-
-/// Aborts a spawned task when the owner is dropped (the live loop is cancelled with serve).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -207,6 +207,14 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
+        // A counter family with one label, from a map of label value to count.
+        let by_label =
+            |out: &mut String, name: &str, help: &str, label: &str, m: &BTreeMap<String, u64>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (value, n) in m {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+                }
+            };
         let _ = writeln!(out, "# HELP gamelake_http_requests_total HTTP requests by route and status.\n# TYPE gamelake_http_requests_total counter");
         for ((route, status), n) in self.http_requests.lock().expect("metrics lock").iter() {
             let _ = writeln!(
@@ -238,42 +246,35 @@ impl Metrics {
             "gamelake_ingest_lines_total{{outcome=\"dead_lettered\"}} {}",
             dead.values().sum::<u64>()
         );
-        let _ = writeln!(out, "# HELP gamelake_dead_letters_total Rejected lines by reason.\n# TYPE gamelake_dead_letters_total counter");
-        for (reason, n) in dead.iter() {
-            let _ = writeln!(
-                out,
-                "gamelake_dead_letters_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
+        by_label(
+            &mut out,
+            "gamelake_dead_letters_total",
+            "Rejected lines by reason.",
+            "reason",
+            &dead,
+        );
         drop(dead);
-        let _ = writeln!(out, "# HELP gamelake_dead_letter_bytes_total Bytes of rejected lines by reason.\n# TYPE gamelake_dead_letter_bytes_total counter");
-        for (reason, n) in self.dead_letter_bytes.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "gamelake_dead_letter_bytes_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        let _ = writeln!(out, "# HELP gamelake_ingest_events_total Accepted events by silver table.\n# TYPE gamelake_ingest_events_total counter");
-        for (table, n) in self
-            .ingest_rows_by_table
-            .lock()
-            .expect("metrics lock")
-            .iter()
-        {
-            let _ = writeln!(out, "gamelake_ingest_events_total{{table=\"{table}\"}} {n}");
-        }
-        let _ = writeln!(out, "# HELP gamelake_ingest_event_bytes_total Input line bytes of accepted events by silver table.\n# TYPE gamelake_ingest_event_bytes_total counter");
-        for (table, n) in self
-            .ingest_bytes_by_table
-            .lock()
-            .expect("metrics lock")
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "gamelake_ingest_event_bytes_total{{table=\"{table}\"}} {n}"
-            );
-        }
+        by_label(
+            &mut out,
+            "gamelake_dead_letter_bytes_total",
+            "Bytes of rejected lines by reason.",
+            "reason",
+            &self.dead_letter_bytes.lock().expect("metrics lock"),
+        );
+        by_label(
+            &mut out,
+            "gamelake_ingest_events_total",
+            "Accepted events by silver table.",
+            "table",
+            &self.ingest_rows_by_table.lock().expect("metrics lock"),
+        );
+        by_label(
+            &mut out,
+            "gamelake_ingest_event_bytes_total",
+            "Input line bytes of accepted events by silver table.",
+            "table",
+            &self.ingest_bytes_by_table.lock().expect("metrics lock"),
+        );
         let _ = writeln!(out, "# HELP gamelake_ingest_ack_latency_seconds Time from body received to 2xx.\n# TYPE gamelake_ingest_ack_latency_seconds histogram");
         self.ack_latency
             .render(&mut out, "gamelake_ingest_ack_latency_seconds", "");

@@ -75,7 +75,8 @@ pub async fn run(
         cfg.keys.clone(),
         tls,
     ));
-    let sampler = tokio::spawn(live.clone().run(
+    let sampler = tokio::spawn(live.clone().run(metrics.clone()));
+    let lake_figures = tokio::spawn(live.clone().refresh_lake(
         metrics.clone(),
         lake.clone(),
         query.clone(),
@@ -135,6 +136,7 @@ pub async fn run(
         t.abort();
     }
     sampler.abort();
+    lake_figures.abort();
     pg.abort();
     if let Some(s) = scheduler {
         s.abort();
