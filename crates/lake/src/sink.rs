@@ -8,23 +8,42 @@
 //! every row of its table up to that offset (the caller feeds offsets in order), so after a crash
 //! replaying the WAL and skipping rows at or below [`TableSink::committed_offset`] re-adds exactly
 //! the rows that were lost.
+//!
+//! # Cost per commit
+//!
+//! A streaming table gets a commit a second for as long as the server runs, so a commit must not
+//! cost more as the table grows. delta-rs's commit path keeps an eager snapshot and, after every
+//! commit, replays the list of every file of the table into it (a 10-minute soak spent ~30 % of
+//! the server's CPU there, growing with the file count). A blind append needs none of that: it
+//! reads nothing, so it only needs the table's metadata (schema, partition columns, protocol) and
+//! the version it commits after. [`DeltaSink`] therefore keeps a metadata-only view
+//! ([`BlindDeltaTable`]) and writes the commit itself with delta-rs's log store: the `add`
+//! actions of the files delta-rs's writer produced (with their statistics), the `txn`, and
+//! `commitInfo`, put at `version + 1` only if that version does not exist yet. When another
+//! writer took that version (compaction, another tool), its actions are checked for what
+//! conflicts with a blind append (a schema or protocol change, the same WAL offsets) and the
+//! commit moves on to the next version. Every `delta.checkpointInterval` commits (100 by
+//! default) it writes a checkpoint in the background, as delta-rs's commit would. Tables whose
+//! protocol needs more of a writer than this (column mapping, row tracking, in-commit
+//! timestamps, …) and commits that add columns take delta-rs's write operation instead.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deltalake::arrow::array::{Array, BooleanArray, Date32Array, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::{Schema, SchemaRef};
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::Transaction;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::transaction::{CommitData, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Protocol, Transaction};
+use deltalake::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::protocol::SaveMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{BlindDeltaTable, DeltaTable, DeltaTableError};
 
 use crate::unify::{conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
@@ -59,50 +78,126 @@ pub trait TableSink: Send {
     ) -> Result<CommitSummary, LakeError>;
 }
 
+/// How many times a commit moves on to the next version after other writers took it.
+const MAX_COMMIT_ATTEMPTS: usize = 50;
+
 /// A Delta Lake table under the lake root.
 pub struct DeltaSink {
     lake: Lake,
     id: TableId,
     partition_column: String,
-    table: Option<DeltaTable>,
+    /// The table's metadata, without its file list; `None` before the table exists and after a
+    /// write operation changed it (read again before the next blind append).
+    blind: Option<BlindDeltaTable>,
+    /// Whether the table's protocol allows blind appends written by this sink.
+    blind_ok: bool,
+    /// The latest table version this sink knows of (its own last commit, or the one it read).
+    version: Option<u64>,
     committed: Option<u64>,
     schema: Option<SchemaRef>,
     writer_properties: WriterProperties,
+    /// The background checkpoint, if one is being written.
+    checkpoint: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl DeltaSink {
     /// Opens the table (it may not exist yet) and reads its committed WAL offset.
     pub async fn open(lake: &Lake, id: TableId, partition_column: &str) -> Result<Self, LakeError> {
-        let table = lake.load(&id).await?;
         let mut sink = Self {
             lake: lake.clone(),
             id,
             partition_column: partition_column.to_string(),
-            table: None,
+            blind: None,
+            blind_ok: false,
+            version: None,
             committed: None,
             schema: None,
             writer_properties: writer_properties(),
+            checkpoint: None,
         };
-        if let Some(table) = table {
-            sink.adopt(table).await?;
+        if lake.exists(&sink.id).await? {
+            sink.read_metadata().await?;
         }
         Ok(sink)
     }
 
-    async fn adopt(&mut self, table: DeltaTable) -> Result<(), LakeError> {
-        let delta = |source| LakeError::Delta {
+    fn delta_error(&self, source: DeltaTableError) -> LakeError {
+        LakeError::Delta {
             table: self.id.to_string(),
             source,
-        };
-        let state = table.snapshot().map_err(delta)?;
-        let version = state
-            .transaction_version(table.log_store().as_ref(), WAL_APP_ID)
+        }
+    }
+
+    /// Reads the latest version's metadata and committed WAL offset (not the file list).
+    async fn read_metadata(&mut self) -> Result<(), LakeError> {
+        let log_store = self.lake.unloaded(&self.id)?.log_store();
+        let table = BlindDeltaTable::try_new_with_log_store(log_store.clone())
             .await
-            .map_err(delta)?;
-        self.committed = version.and_then(|v| u64::try_from(v).ok());
-        self.schema = Some(state.snapshot().arrow_schema());
-        self.table = Some(table);
+            .map_err(|e| self.delta_error(e))?;
+        let version = table.version();
+        let committed = wal_offset_at(&log_store, version)
+            .await
+            .map_err(|e| self.delta_error(e))?;
+        self.committed = committed.and_then(|v| u64::try_from(v).ok());
+        self.schema = Some(table.arrow_schema().map_err(|e| self.delta_error(e))?);
+        self.blind_ok = blind_appends_supported(table.protocol())
+            && table
+                .table_properties()
+                .column_mapping_mode
+                .is_none_or(|m| m == delta_kernel::table_features::ColumnMappingMode::None);
+        self.version = Some(version);
+        self.blind = Some(table);
         Ok(())
+    }
+}
+
+/// The WAL offset recorded by the `txn` of [`WAL_APP_ID`] as of `version`, read by the kernel's
+/// log replay of transactions only.
+async fn wal_offset_at(
+    log_store: &LogStoreRef,
+    version: u64,
+) -> Result<Option<i64>, DeltaTableError> {
+    let engine = log_store.engine(None);
+    let root = table_root(log_store);
+    tokio::task::spawn_blocking(move || {
+        let snapshot = delta_kernel::snapshot::Snapshot::builder_for(root)
+            .at_version(version)
+            .build(engine.as_ref())?;
+        snapshot.get_app_id_version(WAL_APP_ID, engine.as_ref())
+    })
+    .await
+    .map_err(|e| DeltaTableError::Generic(e.to_string()))?
+    .map_err(DeltaTableError::from)
+}
+
+/// The table's URL with the trailing slash the kernel expects of a directory.
+fn table_root(log_store: &LogStoreRef) -> url::Url {
+    let mut root = log_store.root_url().clone();
+    if !root.path().ends_with('/') {
+        root.set_path(&format!("{}/", root.path()));
+    }
+    root
+}
+
+/// Whether appending files with `add` actions alone is a valid write under `protocol`: writer
+/// version 2 or lower, or table features that put no duty on an appending writer.
+fn blind_appends_supported(protocol: &Protocol) -> bool {
+    const APPEND_SAFE: [&str; 5] = [
+        "appendOnly",
+        "timestampNtz",
+        "deletionVectors",
+        "vacuumProtocolCheck",
+        "changeDataFeed",
+    ];
+    let Ok(json) = serde_json::to_value(protocol) else {
+        return false;
+    };
+    let writer_version = json["minWriterVersion"].as_i64().unwrap_or(i64::MAX);
+    match json["writerFeatures"].as_array() {
+        None => writer_version <= 2,
+        Some(features) => features
+            .iter()
+            .all(|f| f.as_str().is_some_and(|f| APPEND_SAFE.contains(&f))),
     }
 }
 
@@ -130,6 +225,9 @@ impl TableSink for DeltaSink {
             self.committed.is_none_or(|c| c < through_offset),
             "offsets only grow"
         );
+        if self.blind.is_none() && self.version.is_some() {
+            self.read_metadata().await?;
+        }
         let table_name = self.id.to_string();
         let merged = merged_schema(self.schema.as_deref(), &batches);
         let old_columns: Vec<String> = self
@@ -148,60 +246,20 @@ impl TableSink for DeltaSink {
             .map(|b| conform(b, &merged, &table_name))
             .collect::<Result<_, _>>()?;
         let rows = conformed.iter().map(|b| b.num_rows()).sum();
-        let table = match self.table.take() {
-            Some(t) => t,
-            None => self.lake.unloaded(&self.id)?,
-        };
-        let commit = CommitProperties::default()
-            .with_application_transaction(Transaction::new(WAL_APP_ID, through_offset as i64))
-            // Streaming commits must not pay for log clean-up; maintenance does it.
-            .with_cleanup_expired_logs(Some(false))
-            .with_max_retries(5);
-        // The common case, no new column on an existing table: delta-rs's streaming writer, one
-        // Parquet file per partition value and no query plan. New columns and the first commit
+        // The common case, no new column on an existing table: a blind append, one Parquet file
+        // per partition value, no query plan and no file list. New columns and the first commit
         // go through the write operation, which merges the schema (the streaming writer drops
         // new columns of partitioned tables, delta-rs issue 2355).
-        let streaming = match self.schema.is_some() && new_columns.is_empty() {
+        let parts = match self.blind_ok && new_columns.is_empty() {
             true => by_partition(&conformed, &self.partition_column),
             false => None,
         };
-        let result = if let Some(parts) = streaming {
-            self.append_streaming(table.clone(), parts, commit).await
-        } else {
-            table
-                .clone()
-                .write(conformed)
-                .with_save_mode(SaveMode::Append)
-                .with_schema_mode(SchemaMode::Merge)
-                .with_partition_columns([self.partition_column.clone()])
-                .with_writer_properties(self.writer_properties.clone())
-                .with_commit_properties(commit)
-                .await
-        };
-        let table = match result {
-            Ok(t) => t,
-            Err(source) => {
-                // Keep the previous handle so the next attempt starts from a known snapshot.
-                self.table = Some(table);
-                return Err(LakeError::Delta {
-                    table: table_name,
-                    source,
-                });
-            }
-        };
-        let version = table.version().unwrap_or(0);
-        self.schema = Some(Arc::new(Schema::clone(
-            &table
-                .snapshot()
-                .map_err(|source| LakeError::Delta {
-                    table: table_name.clone(),
-                    source,
-                })?
-                .snapshot()
-                .arrow_schema(),
-        )));
+        let version = match parts {
+            Some(parts) => self.append_blind(parts, through_offset).await,
+            None => self.append_write(conformed, through_offset).await,
+        }
+        .map_err(|e| self.delta_error(e))?;
         self.committed = Some(through_offset);
-        self.table = Some(table);
         Ok(CommitSummary {
             version,
             rows,
@@ -226,17 +284,62 @@ fn writer_properties() -> WriterProperties {
 }
 
 impl DeltaSink {
-    /// One commit of `parts` (rows of one day each, with only columns the table has) through
-    /// the streaming writer.
-    async fn append_streaming(
-        &self,
-        mut table: DeltaTable,
-        parts: Vec<(i32, RecordBatch)>,
-        commit: CommitProperties,
-    ) -> Result<DeltaTable, DeltaTableError> {
-        let mut writer = RecordBatchWriter::for_table(&table)?
+    /// One commit through delta-rs's write operation on the fully loaded table: creates the
+    /// table, merges new columns. Afterwards the metadata is read again before the next blind
+    /// append.
+    async fn append_write(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        through_offset: u64,
+    ) -> Result<u64, DeltaTableError> {
+        let loaded = match self.version {
+            Some(_) => self.lake.load(&self.id).await.map_err(|e| match e {
+                LakeError::Delta { source, .. } => source,
+                other => DeltaTableError::Generic(other.to_string()),
+            })?,
+            None => None,
+        };
+        let table = match loaded {
+            Some(t) => t,
+            None => self
+                .lake
+                .unloaded(&self.id)
+                .map_err(|e| DeltaTableError::Generic(e.to_string()))?,
+        };
+        let commit = CommitProperties::default()
+            .with_application_transaction(Transaction::new(WAL_APP_ID, through_offset as i64))
+            // Streaming commits must not pay for log clean-up; maintenance does it.
+            .with_cleanup_expired_logs(Some(false))
+            .with_max_retries(5);
+        let table = table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_schema_mode(SchemaMode::Merge)
+            .with_partition_columns([self.partition_column.clone()])
             .with_writer_properties(self.writer_properties.clone())
-            .with_commit_properties(commit);
+            .with_commit_properties(commit)
+            .await?;
+        let version = table.version().unwrap_or(0);
+        self.schema = Some(table.snapshot()?.snapshot().arrow_schema());
+        self.version = Some(version);
+        self.blind = None;
+        Ok(version)
+    }
+
+    /// One commit of `parts` (rows of one day each, with only columns the table has) as a blind
+    /// append: delta-rs's writer makes the Parquet files and their `add` actions, and the commit
+    /// is put at the next free version (see the module docs).
+    async fn append_blind(
+        &mut self,
+        parts: Vec<(i32, RecordBatch)>,
+        through_offset: u64,
+    ) -> Result<u64, DeltaTableError> {
+        let table = self
+            .blind
+            .as_ref()
+            .expect("blind appends need the metadata");
+        let mut writer = RecordBatchWriter::for_blind_appends(table)?
+            .with_writer_properties(self.writer_properties.clone());
         for (date, batch) in parts {
             let values = indexmap::IndexMap::from([(
                 self.partition_column.clone(),
@@ -246,9 +349,140 @@ impl DeltaSink {
                 .write_partition(batch, &values, WriteMode::Default)
                 .await?;
         }
-        writer.flush_and_commit(&mut table).await?;
-        Ok(table)
+        let adds = writer.flush().await?;
+        let log_store = table.log_store();
+        let checkpoint_every = table
+            .table_properties()
+            .checkpoint_interval
+            .map_or(100, |n| n.get());
+        let txn = Transaction::new_with_last_update(
+            WAL_APP_ID,
+            through_offset as i64,
+            Some(chrono::Utc::now().timestamp_millis()),
+        );
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![self.partition_column.clone()]),
+            predicate: None,
+        };
+        let data = CommitData::new(
+            adds.into_iter().map(Action::Add).collect(),
+            operation,
+            HashMap::new(),
+            vec![txn],
+        );
+        let bytes = data.get_bytes()?;
+        let operation_id = uuid::Uuid::new_v4();
+        // As delta-rs does: stores with conditional put take the bytes; the others a temporary
+        // file that the log store renames into place.
+        let entry = match ["DefaultLogStore", "LakeFSLogStore"].contains(&log_store.name().as_str())
+        {
+            true => CommitOrBytes::LogBytes(bytes),
+            false => {
+                let path = object_store::path::Path::from_iter([
+                    "_delta_log",
+                    &format!("_commit_{operation_id}.json.tmp"),
+                ]);
+                object_store::ObjectStoreExt::put(
+                    log_store.object_store(Some(operation_id)).as_ref(),
+                    &path,
+                    bytes.into(),
+                )
+                .await?;
+                CommitOrBytes::TmpCommit(path)
+            }
+        };
+        let mut version = self.version.expect("blind appends follow a read") + 1;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            match log_store
+                .write_commit_entry(version, entry.clone(), operation_id)
+                .await
+            {
+                Ok(()) => break Ok(version),
+                Err(TransactionError::VersionAlreadyExists(_))
+                    if attempts < MAX_COMMIT_ATTEMPTS =>
+                {
+                    let winner = log_store.read_commit_entry(version).await?;
+                    if let Err(e) = blind_append_fits_after(winner.as_deref(), through_offset) {
+                        break Err(e);
+                    }
+                    version += 1;
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let version = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = log_store
+                    .abort_commit_entry(version, entry, operation_id)
+                    .await;
+                // Read the table again before the next attempt.
+                self.blind = None;
+                return Err(e);
+            }
+        };
+        self.version = Some(version);
+        if (version + 1).is_multiple_of(checkpoint_every) {
+            self.checkpoint_in_background(log_store, version);
+        }
+        Ok(version)
     }
+
+    /// Writes a checkpoint of `version` with the kernel, unless the previous one still runs.
+    fn checkpoint_in_background(&mut self, log_store: LogStoreRef, version: u64) {
+        if self.checkpoint.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let table = self.id.to_string();
+        self.checkpoint = Some(tokio::task::spawn_blocking(move || {
+            let engine = log_store.engine(None);
+            let written = delta_kernel::snapshot::Snapshot::builder_for(table_root(&log_store))
+                .at_version(version)
+                .build(engine.as_ref())
+                .and_then(|s| s.checkpoint(engine.as_ref(), None));
+            match written {
+                Ok(_) => tracing::debug!(%table, version, "checkpoint written"),
+                Err(error) => tracing::warn!(%table, version, %error, "checkpoint failed"),
+            }
+        }));
+    }
+}
+
+/// Checks that a commit another writer made (`winner`, its log entry) leaves a blind append of
+/// the rows through `through_offset` valid on top of it: no schema, protocol or partitioning
+/// change (the files were written for the schema this sink read), and no `txn` of the WAL at or
+/// beyond these offsets (another process writing the same WAL).
+fn blind_append_fits_after(
+    winner: Option<&[u8]>,
+    through_offset: u64,
+) -> Result<(), DeltaTableError> {
+    let conflict = |what: String| {
+        DeltaTableError::Generic(format!(
+            "a concurrent commit conflicts with this append: {what}; the table is read again"
+        ))
+    };
+    let Some(winner) = winner else {
+        return Err(conflict("the winning commit cannot be read".into()));
+    };
+    for line in winner.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let action: Action = serde_json::from_slice(line)
+            .map_err(|e| conflict(format!("unreadable action ({e})")))?;
+        match action {
+            Action::Metadata(_) => return Err(conflict("it changed the table metadata".into())),
+            Action::Protocol(_) => return Err(conflict("it changed the protocol".into())),
+            Action::Txn(t) if t.app_id == WAL_APP_ID && t.version >= through_offset as i64 => {
+                return Err(conflict(format!(
+                    "another writer committed WAL offset {}",
+                    t.version
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `batches` split by their `Date32` partition column: one (day, rows) per day in each batch,
@@ -331,7 +565,10 @@ pub async fn replace_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use deltalake::arrow::array::{ArrayRef, Int64Array};
+    use deltalake::arrow::datatypes::Schema;
     use deltalake::arrow::datatypes::{DataType, Field};
 
     fn batch(days: &[i32], columns: &[(&str, Vec<i64>)]) -> RecordBatch {
@@ -435,5 +672,94 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(rows, expected);
+    }
+
+    async fn count_and_sum(lake: &Lake, table: &str) -> String {
+        let q = crate::QueryEngine::new(lake.clone());
+        let (_, rows) = q
+            .sql(&format!("SELECT count(*) AS n, sum(a) AS s FROM {table}"))
+            .await
+            .unwrap();
+        deltalake::arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Blind appends move past commits of other writers that only add or remove files, refuse
+    /// to land after a metadata change (and land once the table is read again), refuse offsets
+    /// another writer of the same WAL committed, and write checkpoints at the table's
+    /// `delta.checkpointInterval`.
+    #[tokio::test]
+    async fn blind_appends_go_past_other_writers_and_stop_at_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let id = TableId::new("silver", "t");
+        let mut sink = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        let rows = |a: i64| vec![batch(&[20000], &[("a", vec![a])])];
+        assert_eq!(sink.append(rows(1), 1).await.unwrap().version, 0);
+        assert_eq!(sink.append(rows(2), 2).await.unwrap().version, 1);
+
+        // Another tool appends (no txn): the sink's next commit goes to the version after it.
+        let other = lake.load(&id).await.unwrap().unwrap();
+        let other = other
+            .write(rows(100))
+            .with_save_mode(SaveMode::Append)
+            .await
+            .unwrap();
+        assert_eq!(other.version(), Some(2));
+        assert_eq!(sink.append(rows(3), 3).await.unwrap().version, 3);
+
+        // A metadata change: the append fails with a clear reason, then lands after re-reading.
+        let other = lake.load(&id).await.unwrap().unwrap();
+        other
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(
+                "delta.checkpointInterval".to_string(),
+                "3".to_string(),
+            )]))
+            .await
+            .unwrap();
+        let err = sink.append(rows(4), 4).await.unwrap_err().to_string();
+        assert!(err.contains("changed the table metadata"), "{err}");
+        assert_eq!(sink.committed_offset(), Some(3));
+        assert_eq!(sink.append(rows(4), 4).await.unwrap().version, 5);
+
+        // Version 5 is the third of interval 3: a checkpoint is written in the background.
+        let checkpoint = dir
+            .path()
+            .join("silver/t/_delta_log/00000000000000000005.checkpoint.parquet");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !checkpoint.exists() {
+            assert!(Instant::now() < deadline, "no checkpoint at version 5");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A second writer of the same WAL got further: the first must not commit offset 5.
+        let mut second = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        assert_eq!(second.committed_offset(), Some(4));
+        second.append(rows(10), 10).await.unwrap();
+        let err = sink.append(rows(5), 5).await.unwrap_err().to_string();
+        assert!(
+            err.contains("another writer committed WAL offset 10"),
+            "{err}"
+        );
+
+        let reopened = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        assert_eq!(reopened.committed_offset(), Some(10));
+        let expected = [
+            "+---+-----+",
+            "| n | s   |",
+            "+---+-----+",
+            "| 6 | 120 |",
+            "+---+-----+",
+        ]
+        .join("\n");
+        assert_eq!(count_and_sum(&lake, "silver.t").await, expected);
     }
 }
