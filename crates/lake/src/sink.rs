@@ -279,6 +279,7 @@ fn writer_properties() -> WriterProperties {
             ZstdLevel::try_new(1).expect("level 1 is valid"),
         ))
         .set_column_dictionary_enabled(line.clone(), false)
+        .set_column_compression(line.clone(), Compression::LZ4_RAW)
         .set_column_statistics_enabled(line, EnabledStatistics::None)
         .build()
 }

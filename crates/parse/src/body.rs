@@ -26,6 +26,11 @@ use crate::syntax::{parse_line, Record, Val};
 /// Column types already committed, per silver table, so that a body agrees with its table.
 pub type SchemaHints = HashMap<String, HashMap<String, ColType>>;
 
+/// The parser's own maps, looked up for every line and field: foldhash instead of SipHash (the
+/// keys are codes and column names of the body being parsed, so flooding them costs only the
+/// sender's own request).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// What the parser needs to know of the deployment.
 #[derive(Debug, Clone)]
 pub struct ParseConfig {
@@ -99,7 +104,7 @@ pub struct BodyParser {
     scratch: String,
     conflicts: String,
     /// The size of the last body's rows of each code, to size the next body's buffers at once.
-    shapes: HashMap<String, Shape>,
+    shapes: FastMap<String, Shape>,
 }
 
 /// Codes whose last shape a parser remembers.
@@ -109,7 +114,7 @@ const MAX_SHAPES: usize = 1024;
 #[derive(Debug, Default)]
 struct Shape {
     rows: usize,
-    text_bytes: HashMap<String, usize>,
+    text_bytes: FastMap<String, usize>,
 }
 
 impl BodyParser {
@@ -121,7 +126,7 @@ impl BodyParser {
             rec: Record::default(),
             scratch: String::new(),
             conflicts: String::new(),
-            shapes: HashMap::new(),
+            shapes: FastMap::default(),
         })
     }
 
@@ -143,7 +148,7 @@ impl BodyParser {
         // Every line's bytes go to bronze: one allocation of the body's size, no regrowing.
         let mut raw = BinaryColumn::with_capacity(body.len());
         let mut dead = DeadLetters::default();
-        let mut tables: HashMap<String, TableChunk> = HashMap::new();
+        let mut tables: FastMap<String, TableChunk> = FastMap::default();
         let mut accepted = 0;
         let mut rest = body;
         while !rest.is_empty() {
@@ -196,7 +201,7 @@ impl BodyParser {
     fn parse_one(
         &mut self,
         line: &[u8],
-        tables: &mut HashMap<String, TableChunk>,
+        tables: &mut FastMap<String, TableChunk>,
         hints: &SchemaHints,
     ) -> Result<(), Rejection> {
         if line.len() > self.cfg.max_line_bytes {
@@ -334,7 +339,7 @@ struct TableChunk {
     event_time: Vec<i64>,
     event_date: Vec<i32>,
     columns: Vec<Column>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
     conflicts: TextColumn,
     rows: usize,
     /// Bytes of the input lines of these rows.
@@ -365,7 +370,7 @@ impl TableChunk {
             event_time: Vec::with_capacity(shape.rows),
             event_date: Vec::with_capacity(shape.rows),
             columns: Vec::new(),
-            index: HashMap::new(),
+            index: FastMap::default(),
             conflicts: TextColumn::default(),
             rows: 0,
             line_bytes: 0,
