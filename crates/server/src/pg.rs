@@ -8,7 +8,8 @@
 //!   is let in, and (as for HTTP) the address must be loopback;
 //! - read-only: statements that would create, change or drop anything are refused before they
 //!   run (DataFusion's own DDL/DML check on the planned statement);
-//! - cancellation (psql's Ctrl-C) through the connection manager;
+//! - a deadline and cancellation (psql's Ctrl-C) that cover the whole query, rows included,
+//!   and a line per query in `system.queries` ([`crate::pg_guard`]);
 //! - TLS when `pg.tls_cert` and `pg.tls_key` are set (clients may still connect without it).
 
 use std::fmt::Debug;
@@ -35,7 +36,6 @@ use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::results::Response;
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -44,6 +44,7 @@ use pgwire::tokio::tokio_rustls::TlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::config::{KeyConfig, Role};
+use crate::pg_guard::{Cancel, Guarded, RunningQueries};
 
 const SCRAM_ITERATIONS: usize = 4096;
 
@@ -83,8 +84,10 @@ pub async fn serve(
     engine: QueryEngine,
     keys: Vec<KeyConfig>,
     tls: Option<TlsAcceptor>,
+    timeout: std::time::Duration,
+    log: Arc<crate::system::QueryLog>,
 ) {
-    let handlers = Arc::new(Handlers::new(engine, &keys));
+    let handlers = Arc::new(Handlers::new(engine, &keys, timeout, log));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -136,15 +139,20 @@ pub fn setup_catalog(ctx: &SessionContext, catalog: &str) -> anyhow::Result<()> 
 }
 
 struct Handlers {
-    session: Arc<DfSessionService>,
+    session: Arc<Guarded>,
     connections: Arc<ConnectionManager>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancel>,
     auth: Option<Arc<KeyAuth>>,
     parameters: Arc<DefaultServerParameterProvider>,
 }
 
 impl Handlers {
-    fn new(engine: QueryEngine, keys: &[KeyConfig]) -> Self {
+    fn new(
+        engine: QueryEngine,
+        keys: &[KeyConfig],
+        timeout: std::time::Duration,
+        log: Arc<crate::system::QueryLog>,
+    ) -> Self {
         let ctx = engine.context().clone();
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(BeforePlanning(engine)),
@@ -158,9 +166,18 @@ impl Handlers {
         parameters.search_path = gamelake_common::SCHEMA_SILVER.into();
         parameters.is_superuser = false;
         parameters.default_transaction_read_only = true;
+        let running = Arc::new(RunningQueries::default());
         Self {
-            session: Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks)),
-            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            session: Arc::new(Guarded {
+                inner: Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks)),
+                timeout,
+                running: running.clone(),
+                log,
+            }),
+            cancel: Arc::new(Cancel {
+                connections: connections.clone(),
+                running,
+            }),
             connections,
             auth: (!keys.is_empty()).then(|| Arc::new(KeyAuth::new(keys))),
             parameters: Arc::new(parameters),

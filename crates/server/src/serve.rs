@@ -74,6 +74,8 @@ pub async fn run(
         query.clone(),
         cfg.keys.clone(),
         tls,
+        Duration::from_millis(cfg.query.timeout_ms),
+        queries.clone(),
     ));
     let sampler = tokio::spawn(live.clone().run(metrics.clone()));
     let lake_figures = tokio::spawn(live.clone().refresh_lake(

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 const TABLES: [&str; 5] = ["tables", "ingest", "dead_letters", "queries", "job_runs"];
 const QUERY_LOG_LEN: usize = 1000;
 
-/// One query of the HTTP API.
+/// One query, over HTTP (`source` = `http`) or the Postgres port (`pg`).
 #[derive(Debug, Clone)]
 pub struct QueryRecord {
     pub started_us: i64,

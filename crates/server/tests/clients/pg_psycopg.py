@@ -5,6 +5,8 @@ server-side parameters. Prints what it saw as JSON for the Rust e2e test to chec
 """
 import json
 import sys
+import threading
+import time
 
 import psycopg
 
@@ -45,6 +47,18 @@ with psycopg.connect(**dsn, autocommit=True) as conn:
         out["ddl"] = "accepted"
     except psycopg.Error as e:
         out["ddl"] = [e.sqlstate, str(e)]
+    # Cancel a query from another thread while DataFusion computes its rows (psycopg sends
+    # the protocol's cancel request, as psql does on Ctrl-C).
+    timer = threading.Timer(1.0, conn.cancel_safe)
+    timer.start()
+    started = time.monotonic()
+    try:
+        conn.execute("SELECT sum(value) FROM range(0, 100000000000)").fetchone()
+        out["cancel"] = "finished"
+    except psycopg.Error as e:
+        out["cancel"] = [e.sqlstate, str(e), time.monotonic() - started]
+    timer.join()
+    out["after_cancel"] = list(conn.execute("SELECT 1").fetchone())
 try:
     psycopg.connect(**{**dsn, "password": password + "-wrong"}).close()
     out["wrong_password"] = "accepted"

@@ -172,6 +172,109 @@ async fn passwords_are_api_keys_and_wrong_ones_are_refused() {
     assert!(!ok, "no password must not get in: {out}");
 }
 
+/// A query whose rows take long to compute: DataFusion plans it at once and works while the
+/// rows are pulled, so it tests the guard around the rows, not only around planning.
+const SLOW: &str = "SELECT sum(value) FROM range(0, 100000000000)";
+
+/// The deadline (`query.timeout_ms`, or the session's `statement_timeout`) and psql's Ctrl-C
+/// stop a query while DataFusion computes its rows, with SQLSTATE 57014 and the cause; each
+/// query is in `system.queries` with source `pg`, the user, rows or the error.
+#[tokio::test]
+async fn psql_queries_time_out_are_cancelled_by_ctrl_c_and_are_logged() {
+    if !have("psql", "--version", "psql (postgresql-client)") {
+        return;
+    }
+    let config = format!("{KEYS}\n[query]\ntimeout_ms = 4000\n");
+    let (_dir, s) = loaded(&config, Some("admin-secret-00001")).await;
+    let pw = Some("query-secret-00001");
+
+    let started = std::time::Instant::now();
+    let (ok, out) = psql(&s, "analyst", pw, &["-c", SLOW]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("canceling statement due to statement timeout (`query.timeout_ms` = 4000 ms)"),
+        "{out}"
+    );
+    assert!(started.elapsed().as_secs_f64() < 30.0);
+
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        pw,
+        &["-c", "SET statement_timeout = '300ms'", "-c", SLOW],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("statement timeout (the session's statement_timeout = 300 ms)"),
+        "{out}"
+    );
+
+    // Ctrl-C: psql sends a cancel request on SIGINT.
+    let child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &s.pg_port.to_string()])
+        .args(["-U", "analyst", "-d", "gamelake", "-X", "-c", SLOW])
+        .env("PGPASSWORD", "query-secret-00001")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("canceling statement due to user request"),
+        "{text}"
+    );
+
+    // The server goes on answering, and logged all four.
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        pw,
+        &["-c", "SELECT count(*) FROM silver.item"],
+    );
+    assert!(ok && out.contains(" 3"), "{out}");
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        pw,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SELECT user_name, coalesce(CAST(rows AS VARCHAR), '-'), coalesce(error, '-') \
+             FROM system.queries WHERE source = 'pg' AND (sql LIKE '%range(0%' \
+             OR sql = 'SELECT count(*) FROM silver.item') ORDER BY started_at",
+        ],
+    );
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].starts_with(
+            "analyst|-|canceling statement due to statement timeout (`query.timeout_ms`"
+        ),
+        "{out}"
+    );
+    assert!(lines[0].ends_with("(SQLSTATE 57014)"), "{out}");
+    assert!(lines[1].contains("statement_timeout = 300 ms"), "{out}");
+    assert!(
+        lines[2].contains("canceling statement due to user request"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "analyst|1|-", "{out}");
+}
+
 #[tokio::test]
 async fn psycopg_reads_types_and_binds_server_side_parameters() {
     let Ok(python) = std::env::var("GAMELAKE_TEST_PYTHON") else {
@@ -238,6 +341,17 @@ async fn psycopg_reads_types_and_binds_server_side_parameters() {
         serde_json::json!([null, "p_1029384", true, 1.5])
     );
     assert_eq!(v["ddl"][0], "25006", "{v}");
+    // psycopg's cancel (the extended protocol) stops a query while its rows are computed.
+    assert_eq!(v["cancel"][0], "57014", "{v}");
+    assert!(
+        v["cancel"][1]
+            .as_str()
+            .unwrap()
+            .contains("canceling statement due to user request"),
+        "{v}"
+    );
+    assert!(v["cancel"][2].as_f64().unwrap() < 30.0, "{v}");
+    assert_eq!(v["after_cancel"], serde_json::json!([1]), "{v}");
     assert!(
         v["wrong_password"]
             .as_str()
