@@ -94,6 +94,54 @@ pub struct Built {
 }
 
 /// Runs jobs against a lake.
+/// One data file of a source table, as the late-data check sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFile {
+    pub day: NaiveDate,
+    pub rows: u64,
+    /// Earliest and latest `event_time`, microseconds since the epoch (UTC).
+    pub event_time_us: Option<(i64, i64)>,
+}
+
+/// Rows of a job's source tables in one day: in all, and per hour of the job's time zone as
+/// far as the files' `event_time` ranges tell. A file counts in every hour its range touches, and
+/// a file without a range in all 24. So an hour's count only grows when a file that may hold
+/// rows of that hour is added. Compaction merges files into ones that span more hours without
+/// changing the day's total, so the scheduler looks at the hours only when the total grew.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayRows {
+    pub total: u64,
+    pub hours: [u64; 24],
+}
+
+impl DayRows {
+    pub fn add(&mut self, f: &SourceFile, tz: chrono_tz::Tz) {
+        self.total += f.rows;
+        let (first, last) = f
+            .event_time_us
+            .map(|(lo, hi)| {
+                (
+                    hour_in_day(lo, f.day, tz, 0),
+                    hour_in_day(hi, f.day, tz, 23),
+                )
+            })
+            .unwrap_or((0, 23));
+        for h in first..=last.max(first) {
+            self.hours[h] += f.rows;
+        }
+    }
+}
+
+/// The hour of `day` (in `tz`) that instant `us` falls in; `outside` when it is not in that day
+/// (a file's range clamped to its partition's day) or not a valid time.
+fn hour_in_day(us: i64, day: NaiveDate, tz: chrono_tz::Tz, outside: usize) -> usize {
+    use chrono::Timelike;
+    match DateTime::<Utc>::from_timestamp_micros(us).map(|t| t.with_timezone(&tz)) {
+        Some(local) if local.date_naive() == day => local.hour() as usize,
+        _ => outside,
+    }
+}
+
 #[derive(Clone)]
 pub struct Runner {
     lake: Lake,
@@ -102,8 +150,8 @@ pub struct Runner {
     log: RunLog,
     /// A session whose `kpi` views were built once ([`Runner::frozen`]).
     frozen: Option<QueryEngine>,
-    /// Source rows per table and day, counted once ([`Runner::frozen`]).
-    frozen_rows: Option<Arc<HashMap<TableId, BTreeMap<NaiveDate, u64>>>>,
+    /// Source files per table, listed once ([`Runner::frozen`]).
+    frozen_rows: Option<Arc<HashMap<TableId, Vec<SourceFile>>>>,
     /// Gold tables as this runner last wrote them ([`Runner::frozen`]).
     frozen_gold: Option<Arc<std::sync::Mutex<HashMap<TableId, DeltaTable>>>>,
 }
@@ -135,8 +183,8 @@ impl Runner {
             .await?
         {
             let id = TableId::new(gamelake_common::SCHEMA_SILVER, name);
-            let by_day = self.rows_by_day(&id).await?;
-            rows.insert(id, by_day);
+            let files = self.source_files(&id).await?;
+            rows.insert(id, files);
         }
         r.frozen_rows = Some(Arc::new(rows));
         r.frozen_gold = Some(Arc::default());
@@ -192,9 +240,10 @@ impl Runner {
         Ok(out)
     }
 
-    /// Rows per `event_date` of a table's current snapshot, from the files' statistics.
-    pub async fn rows_by_day(&self, id: &TableId) -> anyhow::Result<BTreeMap<NaiveDate, u64>> {
-        let mut out = BTreeMap::new();
+    /// The files of a table's current snapshot as the late-data check counts them: day, rows
+    /// and `event_time` range, from the Delta log's statistics (no data is read).
+    pub async fn source_files(&self, id: &TableId) -> anyhow::Result<Vec<SourceFile>> {
+        let mut out = Vec::new();
         for f in self.lake.files(id).await? {
             let day = f
                 .partition
@@ -202,26 +251,31 @@ impl Runner {
                 .and_then(|v| v.as_deref())
                 .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
             if let Some(day) = day {
-                *out.entry(day).or_insert(0) += f.rows;
+                out.push(SourceFile {
+                    day,
+                    rows: f.rows,
+                    event_time_us: f.event_time_us,
+                });
             }
         }
         Ok(out)
     }
 
-    /// Rows per day of all of a job's source tables; `cache` holds tables already counted.
+    /// Rows per day (and per hour of the job's time zone) of all of a job's source tables;
+    /// `cache` holds tables already listed.
     pub async fn source_rows(
         &self,
         job: &JobSpec,
-        cache: &mut HashMap<TableId, BTreeMap<NaiveDate, u64>>,
-    ) -> anyhow::Result<BTreeMap<NaiveDate, u64>> {
-        let mut total = BTreeMap::new();
+        cache: &mut HashMap<TableId, Vec<SourceFile>>,
+    ) -> anyhow::Result<BTreeMap<NaiveDate, DayRows>> {
+        let mut total: BTreeMap<NaiveDate, DayRows> = BTreeMap::new();
         for id in self.source_tables(job).await? {
             if !cache.contains_key(&id) {
-                let rows = self.rows_by_day(&id).await?;
-                cache.insert(id.clone(), rows);
+                let files = self.source_files(&id).await?;
+                cache.insert(id.clone(), files);
             }
-            for (day, n) in &cache[&id] {
-                *total.entry(*day).or_insert(0) += n;
+            for f in &cache[&id] {
+                total.entry(f.day).or_default().add(f, job.time_zone);
             }
         }
         Ok(total)
@@ -357,7 +411,11 @@ impl Runner {
             .map(|c| HashMap::clone(c))
             .unwrap_or_default();
         match self.source_rows(job, &mut cache).await {
-            Ok(rows) => record.input_rows = Some(rows.get(&p.date).copied().unwrap_or(0)),
+            Ok(rows) => {
+                let day = rows.get(&p.date).cloned().unwrap_or_default();
+                record.input_rows = Some(day.total);
+                record.input_hour_rows = p.hour.map(|h| day.hours[usize::from(h) % 24]);
+            }
             Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot count the source rows"),
         }
         tracing::debug!(job = %job.name, ms = started.elapsed().as_millis() as u64, "source rows counted");
@@ -403,4 +461,59 @@ fn replace_predicate(job: &JobSpec, p: Partition) -> String {
         pred.push_str(&format!(" AND {COL_EVENT_HOUR} = {h}"));
     }
     pred
+}
+
+#[cfg(test)]
+mod day_rows_tests {
+    use super::*;
+
+    fn at(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    /// Hours are the job's time zone's: a file counts in each hour its event_time range
+    /// touches, clamped to its day; a file without a range counts in every hour.
+    #[test]
+    fn files_count_in_the_hours_they_may_hold() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let seoul = chrono_tz::Asia::Seoul;
+        let mut rows = DayRows::default();
+        let file = |rows, range| SourceFile {
+            day,
+            rows,
+            event_time_us: range,
+        };
+        // 03:10-03:20 Seoul (18:10-18:20 UTC the day before).
+        rows.add(
+            &file(
+                5,
+                Some((at("2026-11-27T18:10:00Z"), at("2026-11-27T18:20:00Z"))),
+            ),
+            seoul,
+        );
+        // 04:59:59-05:00:01 Seoul: hours 4 and 5.
+        rows.add(
+            &file(
+                2,
+                Some((at("2026-11-27T19:59:59Z"), at("2026-11-27T20:00:01Z"))),
+            ),
+            seoul,
+        );
+        // Starts the day before (Seoul): clamped to hour 0.
+        rows.add(
+            &file(
+                1,
+                Some((at("2026-11-27T14:30:00Z"), at("2026-11-27T15:10:00Z"))),
+            ),
+            seoul,
+        );
+        rows.add(&file(7, None), seoul);
+        assert_eq!(rows.total, 15);
+        let mut want = [7u64; 24];
+        want[0] += 1;
+        want[3] += 5;
+        want[4] += 2;
+        want[5] += 2;
+        assert_eq!(rows.hours, want);
+    }
 }

@@ -100,6 +100,10 @@ pub struct RunRecord {
     /// larger count means late data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_rows: Option<u64>,
+    /// For an hourly partition: rows of the files that may hold its hour when the build started
+    /// ([`crate::runner::DayRows`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_hour_rows: Option<u64>,
     /// What a maintenance run did, e.g. `files 120 -> 3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -128,6 +132,7 @@ impl RunRecord {
             version: None,
             error: None,
             input_rows: None,
+            input_hour_rows: None,
             detail: None,
             pid: std::process::id(),
         }

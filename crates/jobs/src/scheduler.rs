@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::cron::Cron;
 use crate::maintenance::{Maintenance, Task};
 use crate::registry::Jobs;
-use crate::runner::Runner;
+use crate::runner::{DayRows, Runner};
 use crate::runs::{RunRecord, RunStatus, Trigger};
 use crate::spec::{Granularity, JobSpec, Partition};
 
@@ -65,8 +65,8 @@ pub struct Due {
     pub attempt: u32,
 }
 
-/// Rows per day of each job's source tables now: job → day → rows.
-pub type SourceRows = HashMap<String, BTreeMap<NaiveDate, u64>>;
+/// Rows per day of each job's source tables now: job → day → rows (in all, and by hour).
+pub type SourceRows = HashMap<String, BTreeMap<NaiveDate, DayRows>>;
 
 /// What the run log says about one partition of one job.
 #[derive(Default, Debug)]
@@ -190,7 +190,9 @@ pub fn plan(
     out
 }
 
-/// Built partitions whose source days gained rows since their build.
+/// Built partitions whose source days gained rows since their build. An hourly partition is
+/// rebuilt only when the files that may hold its hour gained rows too, so a late event rebuilds
+/// its hour, not its whole day; this also watches today's hours that were already built.
 fn late_data(
     job: &JobSpec,
     history: &HashMap<(&str, &str), History>,
@@ -211,15 +213,23 @@ fn late_data(
         let (Some(success), Ok(p)) = (h.last_success, Partition::parse(part)) else {
             continue;
         };
-        // Today's partitions of hourly jobs grow all day; their schedule rebuilds them.
-        if p.date < oldest || (job.granularity == Granularity::Hour && p.date >= today) {
+        if p.date < oldest {
             continue;
         }
         let Some(before) = success.input_rows else {
             continue;
         };
-        let now_rows = by_day.get(&p.date).copied().unwrap_or(0);
-        if now_rows > before {
+        let now_rows = by_day.get(&p.date).cloned().unwrap_or_default();
+        let hour_grew = match (job.granularity, p.hour, success.input_hour_rows) {
+            (Granularity::Hour, Some(h), Some(before_hour)) => {
+                now_rows.hours[usize::from(h) % 24] > before_hour
+            }
+            // Built before hours were counted: today's hours grow all day, so only past days
+            // are watched, a whole day at a time.
+            (Granularity::Hour, _, _) => p.date < today,
+            (Granularity::Day, _, _) => true,
+        };
+        if now_rows.total > before && hour_grew {
             for q in job.with_rebuilds(p) {
                 wanted
                     .entry(q)
@@ -696,9 +706,13 @@ mod tests {
         let at = utc("2026-11-28T05:00:00Z");
         let mut rows = SourceRows::new();
         let day = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        rows.insert("r".into(), BTreeMap::from([(day, 10)]));
+        let total = |n| DayRows {
+            total: n,
+            hours: [n; 24],
+        };
+        rows.insert("r".into(), BTreeMap::from([(day, total(10))]));
         assert!(plan(&j, std::slice::from_ref(&built), &rows, at, &s).is_empty());
-        rows.insert("r".into(), BTreeMap::from([(day, 12)]));
+        rows.insert("r".into(), BTreeMap::from([(day, total(12))]));
         assert_eq!(
             names(&plan(&j, &[built], &rows, at, &s)),
             [
@@ -707,6 +721,66 @@ mod tests {
                 "r 2026-11-26 late_data"
             ]
         );
+    }
+
+    /// An hourly job: late rows in one hour rebuild that hour only (also today), compaction
+    /// (same total, files spanning more hours) rebuilds nothing.
+    #[test]
+    fn late_rows_rebuild_only_their_hour() {
+        let j = jobs(&[("h", "-- granularity: hour\nSELECT 1")]);
+        let s = Settings {
+            catch_up: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let mut hours = [0u64; 24];
+        hours[3] = 4;
+        hours[4] = 6;
+        let built: Vec<RunRecord> = [(3u8, 4u64), (4, 6)]
+            .iter()
+            .map(|(h, n)| {
+                let mut r = run(
+                    "h",
+                    &format!("2026-11-28T{h:02}"),
+                    RunStatus::Succeeded,
+                    "2026-11-28T05:15:00Z",
+                    "2026-11-28T05:16:00Z",
+                );
+                r.input_hour_rows = Some(*n);
+                r
+            })
+            .collect();
+        // Today, later in the day: the day keeps growing in other hours; nothing to rebuild.
+        let at = utc("2026-11-28T09:00:00Z");
+        let mut rows = SourceRows::new();
+        let mut now = DayRows {
+            total: 10 + 500,
+            hours,
+        };
+        now.hours[8] = 500;
+        rows.insert("h".into(), BTreeMap::from([(day, now.clone())]));
+        assert!(plan(&j, &built, &rows, at, &s).is_empty());
+        // Two late rows of 03:xx: hour 3 only.
+        now.total += 2;
+        now.hours[3] += 2;
+        rows.insert("h".into(), BTreeMap::from([(day, now.clone())]));
+        assert_eq!(
+            names(&plan(&j, &built, &rows, at, &s)),
+            ["h 2026-11-28T03 late_data"]
+        );
+        // Compaction of hours 3 and 4 into one file: both hours count the file, the total
+        // does not change, nothing is rebuilt.
+        let compacted = DayRows {
+            total: 10,
+            hours: {
+                let mut h = [0u64; 24];
+                h[3] = 10;
+                h[4] = 10;
+                h
+            },
+        };
+        rows.insert("h".into(), BTreeMap::from([(day, compacted)]));
+        assert!(plan(&j, &built, &rows, at, &s).is_empty());
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub struct FileInfo {
     pub modified_ms: i64,
     /// Partition column → value (`None`: null).
     pub partition: std::collections::HashMap<String, Option<String>>,
+    /// The earliest and latest `event_time` in the file (microseconds since the epoch, UTC),
+    /// from its statistics; `None` when the table has no such column or the file no statistics.
+    pub event_time_us: Option<(i64, i64)>,
 }
 
 impl Lake {
@@ -249,9 +252,26 @@ impl Lake {
                 rows: f.num_records().unwrap_or(0) as u64,
                 modified_ms: f.modification_time(),
                 partition: f.partition_values_map(),
+                event_time_us: f.stats().and_then(|s| event_time_range(&s)),
             })
             .collect())
     }
+}
+
+/// `minValues` and `maxValues` of `event_time` in a Delta `add` action's JSON statistics. The
+/// JSON keeps milliseconds, so the maximum is taken to the end of its millisecond.
+fn event_time_range(stats: &str) -> Option<(i64, i64)> {
+    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
+    let at = |side: &str| {
+        let text = v
+            .get(side)?
+            .get(gamelake_common::COL_EVENT_TIME)?
+            .as_str()?;
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.timestamp_micros())
+    };
+    Some((at("minValues")?, at("maxValues")? + 999))
 }
 
 /// `numRecords` of a Delta `add` action's JSON statistics.

@@ -275,6 +275,50 @@ async fn scheduler_in_serve_catches_up_and_rebuilds_late_days() {
     );
 }
 
+/// An hourly job and a late event: only the event's hour is built again, also when the hour
+/// is today's (the late-data check counts rows per hour from the files' event_time ranges).
+#[tokio::test]
+async fn late_events_rebuild_only_their_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\ntick_s = 1\ncatch_up_days = 1\ndisabled = [\"dau\", \"revenue\", \"retention\", \"ccu\", \"currency_flow\"]\n[maintenance]\nenabled = false\n",
+    );
+    // Two hours that ended 3 and 2 hours ago (Seoul); the catch-up builds both.
+    let seoul = |hours_ago: i64| {
+        chrono::Utc::now() + chrono::Duration::hours(9) - chrono::Duration::hours(hours_ago)
+    };
+    let (a, b) = (seoul(3), seoul(2));
+    let line = |t: chrono::DateTime<chrono::Utc>, account: u32, minute: u32| {
+        format!(
+            "{} {}:{minute:02}:00 [item_acquire] {{server=kr-01, account_id={account}, item_id=7, item_grade=rare, count=1, reason=quest}}\n",
+            t.format("%Y-%m-%d"),
+            t.format("%H")
+        )
+    };
+    let part = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H").to_string();
+    let body = format!("{}{}", line(a, 1, 10), line(b, 2, 10));
+    assert_eq!(s.post_logs(body, &[]).await.0, 200);
+    let acquired = |t: chrono::DateTime<chrono::Utc>| {
+        format!(
+            "SELECT sum(acquire_events) FROM gold.item_economy WHERE event_date = DATE '{}' AND event_hour = {}",
+            t.format("%Y-%m-%d"),
+            t.format("%H").to_string().parse::<u32>().unwrap()
+        )
+    };
+    s.wait_for(&acquired(a), one(1)).await;
+    s.wait_for(&acquired(b), one(1)).await;
+
+    // A late event of the first hour.
+    assert_eq!(s.post_logs(line(a, 3, 40), &[]).await.0, 200);
+    s.wait_for(&acquired(a), one(2)).await;
+    let late = s
+        .query("SELECT DISTINCT partition FROM system.job_runs WHERE job = 'item_economy' AND trigger = 'late_data' ORDER BY partition")
+        .await;
+    assert_eq!(late, vec![vec![Value::from(part(a))]], "b = {}", part(b));
+    assert_eq!(s.query(&acquired(b)).await, vec![vec![Value::from(1)]]);
+}
+
 #[tokio::test]
 async fn compaction_while_ingesting_then_vacuum() {
     let dir = tempfile::tempdir().unwrap();
