@@ -271,7 +271,9 @@ impl TableSink for DeltaSink {
 
 /// Parquet settings of ingest commits: zstd level 1; the raw `line` of the bronze tables (unique
 /// text, ~240 bytes) without a dictionary or min/max statistics, which cost CPU on every value
-/// and help neither size nor pruning.
+/// and help neither size nor pruning, and with LZ4_RAW, several times cheaper than zstd on this
+/// text. Compaction rewrites the files with delta-rs's default (zstd level 4), so the larger
+/// LZ4 files last only until the next compaction.
 fn writer_properties() -> WriterProperties {
     let line = ColumnPath::from(gamelake_common::names::COL_LINE);
     WriterProperties::builder()
