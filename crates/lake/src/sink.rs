@@ -609,17 +609,23 @@ mod tests {
         assert!(by_partition(&[nulls], "event_date").is_none());
     }
 
+    /// A lake in a temp dir and a sink on its (not yet existing) table `silver.t`.
+    async fn new_table() -> (tempfile::TempDir, Lake, TableId, DeltaSink) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let id = TableId::new("silver", "t");
+        let sink = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        (dir, lake, id, sink)
+    }
+
     /// First commit (write operation), a two-day commit with known columns (streaming writer),
     /// a commit with a new column (write operation again): every row lands in its day, the
     /// offsets are the ones committed, and the new column reads NULL for older rows.
     #[tokio::test]
     async fn appends_stream_known_columns_and_merge_new_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-        let id = TableId::new("silver", "t");
-        let mut sink = DeltaSink::open(&lake, id.clone(), "event_date")
-            .await
-            .unwrap();
+        let (_dir, lake, id, mut sink) = new_table().await;
         sink.append(vec![batch(&[20000], &[("a", vec![1])])], 1)
             .await
             .unwrap();
@@ -694,12 +700,7 @@ mod tests {
     /// `delta.checkpointInterval`.
     #[tokio::test]
     async fn blind_appends_go_past_other_writers_and_stop_at_conflicts() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-        let id = TableId::new("silver", "t");
-        let mut sink = DeltaSink::open(&lake, id.clone(), "event_date")
-            .await
-            .unwrap();
+        let (dir, lake, id, mut sink) = new_table().await;
         let rows = |a: i64| vec![batch(&[20000], &[("a", vec![a])])];
         assert_eq!(sink.append(rows(1), 1).await.unwrap().version, 0);
         assert_eq!(sink.append(rows(2), 2).await.unwrap().version, 1);
