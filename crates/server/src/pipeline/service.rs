@@ -253,7 +253,7 @@ pub async fn start(
         committed_at_start,
     });
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel::<Dispatch>();
-    let dispatcher_task = tokio::spawn(dispatcher(shared.clone(), dispatch_rx, sinks));
+    let dispatcher_task = commit_runtime().spawn(dispatcher(shared.clone(), dispatch_rx, sinks));
 
     let pipeline = Arc::new(Pipeline {
         tx: RwLock::new(None),
@@ -361,4 +361,23 @@ async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg
             }
         }
     }
+}
+
+/// The runtime the table writers run on: Parquet encoding and commits, on threads of their own.
+/// A commit encodes a second of a table's rows at once (tens of milliseconds of CPU); on the
+/// HTTP runtime's workers that burst would hold up the requests waiting for their acks until it
+/// finished, while the OS time-slices separate threads. Built once per process, never dropped.
+fn commit_runtime() -> tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("gamelake-commit")
+                .enable_all()
+                .build()
+                .expect("starting the table writers' runtime")
+        })
+        .handle()
+        .clone()
 }
