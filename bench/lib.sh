@@ -22,7 +22,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # start_gamelake PORT: `gamelake serve` on $DIR/data; sets SERVER.
 start_gamelake() {
-  "$BIN" serve --data-dir "$DIR/data" --http-addr "127.0.0.1:$1" --pg-addr 127.0.0.1:0 >"$DIR/server.out" 2>"$DIR/server.err" &
+  # `CONFIG=path` runs the server with that config file (defaults otherwise).
+  "$BIN" serve ${CONFIG:+--config "$CONFIG"} --data-dir "$DIR/data" --http-addr "127.0.0.1:$1" --pg-addr 127.0.0.1:0 >"$DIR/server.out" 2>"$DIR/server.err" &
   SERVER=$!
   PIDS+=("$SERVER")
   for _ in $(seq 1 300); do grep -q "gamelake ready" "$DIR/server.out" 2>/dev/null && return; sleep 0.1; done
