@@ -93,7 +93,6 @@ pub struct Built {
     pub version: u64,
 }
 
-/// Runs jobs against a lake.
 /// One data file of a source table, as the late-data check sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceFile {
@@ -142,6 +141,7 @@ fn hour_in_day(us: i64, day: NaiveDate, tz: chrono_tz::Tz, outside: usize) -> us
     }
 }
 
+/// Runs jobs against a lake.
 #[derive(Clone)]
 pub struct Runner {
     lake: Lake,

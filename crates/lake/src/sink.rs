@@ -135,7 +135,7 @@ impl DeltaSink {
             .await
             .map_err(|e| self.delta_error(e))?;
         let version = table.version();
-        let committed = wal_offset_at(&log_store, version)
+        let committed = wal_offset_at(&log_store, self.lake.table_url(&self.id), version)
             .await
             .map_err(|e| self.delta_error(e))?;
         self.committed = committed.and_then(|v| u64::try_from(v).ok());
@@ -155,10 +155,10 @@ impl DeltaSink {
 /// log replay of transactions only.
 async fn wal_offset_at(
     log_store: &LogStoreRef,
+    root: url::Url,
     version: u64,
 ) -> Result<Option<i64>, DeltaTableError> {
     let engine = log_store.engine(None);
-    let root = table_root(log_store);
     tokio::task::spawn_blocking(move || {
         let snapshot = delta_kernel::snapshot::Snapshot::builder_for(root)
             .at_version(version)
@@ -168,15 +168,6 @@ async fn wal_offset_at(
     .await
     .map_err(|e| DeltaTableError::Generic(e.to_string()))?
     .map_err(DeltaTableError::from)
-}
-
-/// The table's URL with the trailing slash the kernel expects of a directory.
-fn table_root(log_store: &LogStoreRef) -> url::Url {
-    let mut root = log_store.root_url().clone();
-    if !root.path().ends_with('/') {
-        root.set_path(&format!("{}/", root.path()));
-    }
-    root
 }
 
 /// Whether appending files with `add` actions alone is a valid write under `protocol`: writer
@@ -440,9 +431,10 @@ impl DeltaSink {
             return;
         }
         let table = self.id.to_string();
+        let root = self.lake.table_url(&self.id);
         self.checkpoint = Some(tokio::task::spawn_blocking(move || {
             let engine = log_store.engine(None);
-            let written = delta_kernel::snapshot::Snapshot::builder_for(table_root(&log_store))
+            let written = delta_kernel::snapshot::Snapshot::builder_for(root)
                 .at_version(version)
                 .build(engine.as_ref())
                 .and_then(|s| s.checkpoint(engine.as_ref(), None));

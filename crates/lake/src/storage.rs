@@ -252,26 +252,27 @@ impl Lake {
                 rows: f.num_records().unwrap_or(0) as u64,
                 modified_ms: f.modification_time(),
                 partition: f.partition_values_map(),
-                event_time_us: f.stats().and_then(|s| event_time_range(&s)),
+                event_time_us: event_time_of(f.min_values()).zip(event_time_of(f.max_values())),
             })
             .collect())
     }
 }
 
-/// `minValues` and `maxValues` of `event_time` in a Delta `add` action's JSON statistics. The
-/// JSON keeps milliseconds, so the maximum is taken to the end of its millisecond.
-fn event_time_range(stats: &str) -> Option<(i64, i64)> {
-    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
-    let at = |side: &str| {
-        let text = v
-            .get(side)?
-            .get(gamelake_common::COL_EVENT_TIME)?
-            .as_str()?;
-        chrono::DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.timestamp_micros())
+/// `event_time` in a file's minimum or maximum statistics as delta-rs parsed them (it rounds
+/// the millisecond-truncated maximum of timestamps up), microseconds since the epoch.
+fn event_time_of(values: Option<delta_kernel::expressions::Scalar>) -> Option<i64> {
+    use delta_kernel::expressions::Scalar;
+    let Some(Scalar::Struct(values)) = values else {
+        return None;
     };
-    Some((at("minValues")?, at("maxValues")? + 999))
+    let i = values
+        .fields()
+        .iter()
+        .position(|f| f.name() == gamelake_common::COL_EVENT_TIME)?;
+    match values.values().get(i)? {
+        Scalar::Timestamp(us) | Scalar::TimestampNtz(us) => Some(*us),
+        _ => None,
+    }
 }
 
 /// `numRecords` of a Delta `add` action's JSON statistics.
