@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod live;
 pub mod metrics;
 pub mod pg;
+pub mod pg_compat;
 pub mod pg_guard;
 pub mod pipeline;
 pub mod serve;

@@ -10,6 +10,8 @@
 //!   run (DataFusion's own DDL/DML check on the planned statement);
 //! - a deadline and cancellation (psql's Ctrl-C) that cover the whole query, rows included,
 //!   and a line per query in `system.queries` ([`crate::pg_guard`]);
+//! - index and constraint introspection (SQLAlchemy's reflection) that DataFusion cannot plan
+//!   is answered with no rows, as gamelake's tables have neither ([`crate::pg_compat`]);
 //! - TLS when `pg.tls_cert` and `pg.tls_key` are set (clients may still connect without it).
 
 use std::fmt::Debug;
@@ -123,6 +125,28 @@ pub fn setup_catalog(ctx: &SessionContext, catalog: &str) -> anyhow::Result<()> 
     use gamelake_lake::datafusion::scalar::ScalarValue;
     setup_pg_catalog(ctx, catalog, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+    // SQLAlchemy's PostgreSQL dialect (Superset) lists domains and enums with
+    // `pg_type_is_visible(oid)` when it reads a table's columns. Every type of this catalog is
+    // in `pg_catalog`, always on the search path.
+    ctx.register_udf(create_udf(
+        "pg_type_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            use gamelake_lake::datafusion::arrow::array::{Array, BooleanArray};
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(v) => {
+                    ColumnarValue::Scalar(ScalarValue::Boolean((!v.is_null()).then_some(true)))
+                }
+                ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(
+                    (0..a.len())
+                        .map(|i| a.is_valid(i).then_some(true))
+                        .collect::<BooleanArray>(),
+                )),
+            })
+        }),
+    ));
     let version = version_string();
     ctx.register_udf(create_udf(
         "version",
@@ -156,6 +180,7 @@ impl Handlers {
         let ctx = engine.context().clone();
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(BeforePlanning(engine)),
+            Arc::new(crate::pg_compat::EmptyConstraints),
             Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
             Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
             Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook),

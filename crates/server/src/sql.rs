@@ -1,6 +1,7 @@
 //! `gamelake sql`: one statement, or a REPL, over a data dir or a running server.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -22,7 +23,8 @@ pub enum Target {
     Server { url: String, key: Option<String> },
 }
 
-/// Runs `query`, or a REPL reading statements (ended by `;`) from stdin.
+/// Runs `query`; without one, a REPL on a terminal (line editing, history kept across
+/// sessions, Ctrl-C stops the running query), or statements ended by `;` read from a pipe.
 pub async fn run(
     target: Target,
     query: Option<String>,
@@ -32,34 +34,119 @@ pub async fn run(
     if let Some(q) = query {
         return runner.run_and_print(&q, format).await;
     }
-    let stdin = std::io::stdin();
-    let interactive = stdin.is_terminal();
+    if std::io::stdin().is_terminal() {
+        return repl(&runner, format).await;
+    }
     let mut statement = String::new();
-    let prompt = |cont: bool| {
-        if interactive {
-            eprint!("{}", if cont { "      -> " } else { "gamelake> " });
-            let _ = std::io::stderr().flush();
-        }
-    };
-    prompt(false);
-    for line in stdin.lock().lines() {
+    for line in std::io::stdin().lock().lines() {
         let line = line.context("reading stdin")?;
         statement.push_str(&line);
         statement.push('\n');
         if line.trim_end().ends_with(';') {
             let sql = statement.trim().trim_end_matches(';').to_string();
             statement.clear();
-            if let Err(e) = runner.run_and_print(&sql, format).await {
-                eprintln!("error: {e:#}");
-                if !interactive {
-                    return Err(e);
-                }
-            }
+            runner.run_and_print(&sql, format).await?;
         }
-        prompt(!statement.trim().is_empty());
     }
     if !statement.trim().is_empty() {
         runner.run_and_print(statement.trim(), format).await?;
+    }
+    Ok(())
+}
+
+/// The history file: `$GAMELAKE_HISTORY`, else `$XDG_STATE_HOME/gamelake/history`, else
+/// `~/.local/state/gamelake/history`.
+fn history_path() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(p) = env("GAMELAKE_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    let state = env("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(state.join("gamelake").join("history"))
+}
+
+/// The interactive loop: a statement may span lines and ends with `;`; each statement is one
+/// history entry, appended to the history file as soon as it is entered. Ctrl-C clears the
+/// line being typed, or stops the running query; Ctrl-D on an empty line ends the session.
+async fn repl(runner: &Runner, format: OutputFormat) -> anyhow::Result<()> {
+    use rustyline::error::ReadlineError;
+    let config = rustyline::Config::builder()
+        .max_history_size(10_000)
+        .context("history size")?
+        .history_ignore_dups(true)
+        .context("history settings")?
+        .auto_add_history(false)
+        .build();
+    let mut editor =
+        rustyline::DefaultEditor::with_config(config).context("starting the line editor")?;
+    let history = history_path();
+    if let Some(path) = &history {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // A missing file is a first session; an unreadable one is reported and not overwritten.
+        if path.exists() {
+            if let Err(e) = editor.load_history(path) {
+                eprintln!(
+                    "warning: not reading history from `{}`: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+    eprintln!("gamelake SQL; statements end with `;`, Ctrl-D leaves.");
+    let mut statement = String::new();
+    loop {
+        let prompt = if statement.is_empty() {
+            "gamelake> "
+        } else {
+            "      -> "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                statement.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("reading a line"),
+        };
+        if statement.is_empty() && line.trim().is_empty() {
+            continue;
+        }
+        statement.push_str(&line);
+        statement.push('\n');
+        if !line.trim_end().ends_with(';') {
+            continue;
+        }
+        let entered = statement.trim_end().to_string();
+        statement.clear();
+        let _ = editor.add_history_entry(entered.as_str());
+        if let Some(path) = &history {
+            if let Err(e) = editor.append_history(path) {
+                eprintln!("warning: not saving history to `{}`: {e}", path.display());
+            }
+        }
+        let sql = entered.trim_end_matches(';');
+        tokio::select! {
+            r = runner.run_and_print(sql, format) => {
+                if let Err(e) = r {
+                    eprintln!("error: {e:#}");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => eprintln!("cancelled"),
+        }
+    }
+    if !statement.trim().is_empty() {
+        let _ = editor.add_history_entry(statement.trim_end());
+        if let Some(path) = &history {
+            let _ = editor.append_history(path);
+        }
+        if let Err(e) = runner.run_and_print(statement.trim(), format).await {
+            eprintln!("error: {e:#}");
+        }
     }
     Ok(())
 }

@@ -8,4 +8,5 @@ mod ingest;
 mod jobs;
 mod loadgen;
 mod pg;
+mod repl;
 mod util;

@@ -485,3 +485,121 @@ async fn tls_from_the_config_carries_psql_sessions() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pg.tls_key"), "{err}");
 }
+
+/// Apache Superset as analysts use it: registers gamelake as a PostgreSQL database through its
+/// REST API (SQLAlchemy's PostgreSQL dialect over psycopg2: `version()`, `current_schema()`,
+/// `SHOW …`, the `pg_type` probe, `pg_class`/`pg_namespace`/`pg_attribute` introspection,
+/// `BEGIN`/`ROLLBACK`), lists schemas and tables, adds a `silver` table as a dataset, saves a
+/// chart and reads its data, and runs SQL Lab.
+#[tokio::test]
+async fn superset_registers_lists_tables_and_charts_a_silver_table() {
+    let Ok(python) = std::env::var("GAMELAKE_TEST_SUPERSET_PYTHON") else {
+        return missing("GAMELAKE_TEST_SUPERSET_PYTHON (a virtualenv with apache-superset)");
+    };
+    let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/superset_probe.py"
+        ))
+        .arg(home.path())
+        .args([&s.pg_port.to_string(), "analyst", "query-secret-00001"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n--- superset.log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(home.path().join("superset.log")).unwrap_or_default()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // gamelake refused the wrong password, and Superset passed the reason on.
+    let bad = &v["bad_password"];
+    assert!(bad[0].as_u64().unwrap() >= 400, "{bad}");
+    assert!(
+        bad[1]
+            .as_str()
+            .unwrap()
+            .contains("Password authentication failed"),
+        "{bad}"
+    );
+
+    let schemas: Vec<&str> = v["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for schema in ["bronze", "silver", "gold", "system"] {
+        assert!(schemas.contains(&schema), "{schema} not in {schemas:?}");
+    }
+    let tables = v["silver_tables"].as_array().unwrap();
+    for t in ["item", "payment", "resource", "combat"] {
+        assert!(
+            tables.contains(&serde_json::json!(t)),
+            "{t} not in {tables:?}"
+        );
+    }
+    // The dataset's columns come from `pg_attribute` with their Postgres types.
+    let cols = &v["dataset_columns"];
+    assert_eq!(cols["account_id"], "BIGINT", "{cols}");
+    assert_eq!(cols["server"], "TEXT", "{cols}");
+    assert!(
+        cols["event_time"]
+            .as_str()
+            .unwrap()
+            .starts_with("TIMESTAMP"),
+        "{cols}"
+    );
+    assert_eq!(cols["event_date"], "DATE", "{cols}");
+    // The chart's data: one bar per server (the bare-format line names `gameWorld` instead).
+    assert_eq!(
+        v["chart_rows"],
+        serde_json::json!([["kr-03", 1], ["kr-04", 1], [null, 1]]),
+        "{v}"
+    );
+    assert!(
+        v["chart_query"].as_str().unwrap().contains("silver.item"),
+        "{v}"
+    );
+    assert_eq!(v["sqllab"], serde_json::json!([["item", 3]]), "{v}");
+
+    // SQL Lab's table panel: columns, no primary key, no indexes.
+    let meta = &v["table_metadata"];
+    assert_eq!(meta["columns"], cols.as_object().unwrap().len(), "{meta}");
+    assert_eq!(meta["primary_key"], serde_json::json!([]), "{meta}");
+    assert_eq!(meta["indexes"], serde_json::json!([]), "{meta}");
+
+    // Every statement Superset sent was answered: its connection-time queries, the reflection
+    // of `silver.item` (columns, primary key, indexes, constraints), the chart, SQL Lab.
+    // (psycopg2 wraps them in `BEGIN` … `ROLLBACK`, which have no rows and are not logged.)
+    let failed = s
+        .query("SELECT sql, error FROM system.queries WHERE source = 'pg' AND error IS NOT NULL")
+        .await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let sent = s
+        .query("SELECT sql FROM system.queries WHERE source = 'pg' AND user_name = 'analyst'")
+        .await;
+    let sent: Vec<String> = sent
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_lowercase())
+        .collect();
+    for probe in [
+        "version()",
+        "current_schema()",
+        "show standard_conforming_strings",
+        "typname = 'hstore'",
+        "pg_type_is_visible",
+        "pg_index",
+        "pg_constraint",
+        "from pg_attribute",
+        "silver.item",
+    ] {
+        assert!(
+            sent.iter().any(|q| q.contains(probe)),
+            "no `{probe}` among {sent:#?}"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! `gamelake sql` as a person uses it: the REPL on a terminal (a pseudo-terminal from
+//! util-linux's `script`), keys typed one burst at a time, history recalled with the up arrow
+//! within a session and in the next one.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::{missing, BIN};
+
+const UP: &str = "\x1b[A";
+const ENTER: &str = "\r";
+
+/// A REPL session on a pseudo-terminal; what the terminal showed accumulates in `screen`.
+struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    screen: Arc<Mutex<String>>,
+}
+
+impl Session {
+    fn start(data_dir: &std::path::Path, history: &std::path::Path) -> Session {
+        let command = format!("{BIN} sql --format csv --data-dir {}", data_dir.display());
+        let mut child = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .env("GAMELAKE_HISTORY", history)
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running script(1)");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let screen = Arc::new(Mutex::new(String::new()));
+        let sink = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let s = Session {
+            child,
+            stdin,
+            screen,
+        };
+        s.wait_for("gamelake> ", 1);
+        s
+    }
+
+    fn keys(&mut self, keys: &str) {
+        self.stdin.write_all(keys.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.screen.lock().unwrap().matches(needle).count()
+    }
+
+    /// Waits until `needle` has appeared `times` times on the screen.
+    fn wait_for(&self, needle: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count(needle) < times {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` not shown {times} times; screen:\n{}",
+                self.screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ctrl-D on an empty line; the REPL exits 0.
+    fn leave(mut self) -> String {
+        self.keys("\x04");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        let screen = self.screen.lock().unwrap().clone();
+        screen
+    }
+}
+
+#[test]
+fn sql_repl_edits_lines_and_keeps_history_across_sessions() {
+    if Command::new("script").arg("--version").output().is_err() {
+        return missing("script (util-linux)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let history = dir.path().join("state/history");
+
+    let mut s = Session::start(&data, &history);
+    s.keys(&format!("SELECT 41 + 1 AS answer;{ENTER}"));
+    s.wait_for("\n42", 1);
+    // The up arrow brings the statement back; Enter runs it again.
+    s.wait_for("gamelake> ", 2);
+    s.keys(UP);
+    std::thread::sleep(Duration::from_millis(300));
+    s.keys(ENTER);
+    s.wait_for("\n42", 2);
+    // A statement over two lines, with the cursor moved back (left arrow) to fix a typo.
+    s.wait_for("gamelake> ", 3);
+    s.keys(&format!("SELECT 'multi' AS x,{ENTER}"));
+    s.wait_for("      -> ", 1);
+    s.keys("  7 AS sven;");
+    std::thread::sleep(Duration::from_millis(200));
+    s.keys("\x1b[D\x1b[D\x1b[D\x1b[D");
+    std::thread::sleep(Duration::from_millis(200));
+    s.keys(&format!("e{ENTER}"));
+    s.wait_for("x,seven", 1);
+    // Ctrl-C drops the half-typed statement.
+    s.wait_for("gamelake> ", 4);
+    s.keys("SELECT 'dropped'");
+    std::thread::sleep(Duration::from_millis(300));
+    s.keys("\x03");
+    std::thread::sleep(Duration::from_millis(300));
+    s.keys(&format!("SELECT 5 AS five;{ENTER}"));
+    s.wait_for("\n5", 1);
+    let screen = s.leave();
+    assert!(!screen.contains("\ndropped"), "{screen}");
+
+    // The history file has each statement once (the repeat is not a new entry), multi-line
+    // statements as one entry.
+    let saved = std::fs::read_to_string(&history).unwrap();
+    assert!(saved.contains("SELECT 41 + 1 AS answer;"), "{saved}");
+    assert_eq!(saved.matches("SELECT 41 + 1").count(), 1, "{saved}");
+    assert!(saved.contains("7 AS seven;"), "{saved}");
+    assert!(!saved.contains("dropped"), "{saved}");
+
+    // A new session recalls the last session's statements: `five`, the two-line statement
+    // (where one more up moves to its first line), then `41 + 1`.
+    let mut s = Session::start(&data, &history);
+    for _ in 0..4 {
+        s.keys(UP);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.keys(ENTER);
+    s.wait_for("\n42", 1);
+    s.leave();
+}
