@@ -124,6 +124,17 @@ fn sql_repl_edits_lines_and_keeps_history_across_sessions() {
     std::thread::sleep(Duration::from_millis(300));
     s.keys(&format!("SELECT 5 AS five;{ENTER}"));
     s.wait_for("\n5", 1);
+    // Ctrl-C while a query runs stops the query, not the REPL.
+    s.wait_for("gamelake> ", 5);
+    s.keys(&format!(
+        "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3;{ENTER}"
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    s.keys("\x03");
+    s.wait_for("cancelled", 1);
+    s.wait_for("gamelake> ", 6);
+    s.keys(&format!("SELECT 6 AS six;{ENTER}"));
+    s.wait_for("\n6", 1);
     let screen = s.leave();
     assert!(!screen.contains("\ndropped"), "{screen}");
 
@@ -135,10 +146,11 @@ fn sql_repl_edits_lines_and_keeps_history_across_sessions() {
     assert!(saved.contains("7 AS seven;"), "{saved}");
     assert!(!saved.contains("dropped"), "{saved}");
 
-    // A new session recalls the last session's statements: `five`, the two-line statement
-    // (where one more up moves to its first line), then `41 + 1`.
+    // A new session recalls the last session's statements, newest first: `six`, the cancelled
+    // query, `five`, the two-line statement (where one more up moves to its first line), then
+    // `41 + 1`.
     let mut s = Session::start(&data, &history);
-    for _ in 0..4 {
+    for _ in 0..6 {
         s.keys(UP);
         std::thread::sleep(Duration::from_millis(200));
     }
