@@ -117,7 +117,8 @@ pub async fn run(
     let _ = cell.set(pipeline.clone());
     let scheduler = cfg.jobs.enabled.then(|| {
         let scheduler = crate::jobs::scheduler(&cfg, lake_for_jobs, jobs, runs);
-        tokio::spawn(scheduler.run(Duration::from_secs(cfg.jobs.tick_s), std::future::pending()))
+        jobs_runtime()
+            .spawn(scheduler.run(Duration::from_secs(cfg.jobs.tick_s), std::future::pending()))
     });
     let traffic = demo.map(|d| {
         print_demo_banner(&addr.to_string(), &d, &cfg);
@@ -193,4 +194,27 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
         }
         seed += 1;
     }
+}
+
+/// The runtime the scheduler and its job builds run on. A start-up catch-up runs a hundred
+/// builds while ingest runs at full speed; on the HTTP runtime their object-store reads fanned
+/// out over a growing blocking pool, and the threads' heaps kept 150–250 MiB of freed memory
+/// after the builds ended (BENCHMARKS.md, "RSS at the maximum"). Here they get two workers and
+/// a small blocking pool of long-lived threads, whose heaps are reused from build to build.
+/// Built once per process, never dropped.
+fn jobs_runtime() -> tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(4)
+                .thread_keep_alive(Duration::from_secs(600))
+                .thread_name("gamelake-jobs")
+                .enable_all()
+                .build()
+                .expect("starting the jobs runtime")
+        })
+        .handle()
+        .clone()
 }
