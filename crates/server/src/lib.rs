@@ -23,3 +23,27 @@ pub mod serve;
 pub mod sql;
 pub mod system;
 pub mod tables;
+
+/// A multi-threaded tokio runtime of a stage's own (two workers named `name`, at most
+/// `max_blocking` blocking threads kept alive `keep_alive`), built on first use in `cell` and
+/// never dropped, so the OS time-slices the stage against the HTTP workers and its allocations
+/// stay on its own few threads.
+pub(crate) fn stage_runtime(
+    cell: &'static std::sync::OnceLock<tokio::runtime::Runtime>,
+    name: &str,
+    max_blocking: usize,
+    keep_alive: std::time::Duration,
+) -> tokio::runtime::Handle {
+    cell.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(max_blocking)
+            .thread_keep_alive(keep_alive)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("starting the `{name}` runtime: {e}"))
+    })
+    .handle()
+    .clone()
+}

@@ -127,26 +127,12 @@ pub fn setup_catalog(ctx: &SessionContext, catalog: &str) -> anyhow::Result<()> 
         .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
     // SQLAlchemy's PostgreSQL dialect (Superset) lists domains and enums with
     // `pg_type_is_visible(oid)` when it reads a table's columns. Every type of this catalog is
-    // in `pg_catalog`, always on the search path.
-    ctx.register_udf(create_udf(
-        "pg_type_is_visible",
-        vec![DataType::Int32],
-        DataType::Boolean,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            use gamelake_lake::datafusion::arrow::array::{Array, BooleanArray};
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(v) => {
-                    ColumnarValue::Scalar(ScalarValue::Boolean((!v.is_null()).then_some(true)))
-                }
-                ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(
-                    (0..a.len())
-                        .map(|i| a.is_valid(i).then_some(true))
-                        .collect::<BooleanArray>(),
-                )),
-            })
-        }),
-    ));
+    // in `pg_catalog`, always on the search path: the catalog's `pg_table_is_visible` (true)
+    // answers for types too.
+    ctx.register_udf(
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::create_pg_table_is_visible()
+            .with_aliases(["pg_type_is_visible"]),
+    );
     let version = version_string();
     ctx.register_udf(create_udf(
         "version",

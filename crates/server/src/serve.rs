@@ -201,20 +201,7 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
 /// out over a growing blocking pool, and the threads' heaps kept 150–250 MiB of freed memory
 /// after the builds ended (BENCHMARKS.md, "RSS at the maximum"). Here they get two workers and
 /// a small blocking pool of long-lived threads, whose heaps are reused from build to build.
-/// Built once per process, never dropped.
 fn jobs_runtime() -> tokio::runtime::Handle {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .max_blocking_threads(4)
-                .thread_keep_alive(Duration::from_secs(600))
-                .thread_name("gamelake-jobs")
-                .enable_all()
-                .build()
-                .expect("starting the jobs runtime")
-        })
-        .handle()
-        .clone()
+    crate::stage_runtime(&RUNTIME, "gamelake-jobs", 4, Duration::from_secs(600))
 }

@@ -104,12 +104,14 @@ async fn repl(runner: &Runner, format: OutputFormat) -> anyhow::Result<()> {
         } else {
             "      -> "
         };
-        let line = match editor.readline(prompt) {
-            Ok(line) => line,
+        // Ctrl-D with a statement pending runs it, then leaves.
+        let (line, last) = match editor.readline(prompt) {
+            Ok(line) => (line, false),
             Err(ReadlineError::Interrupted) => {
                 statement.clear();
                 continue;
             }
+            Err(ReadlineError::Eof) if !statement.trim().is_empty() => (String::new(), true),
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e).context("reading a line"),
         };
@@ -118,7 +120,7 @@ async fn repl(runner: &Runner, format: OutputFormat) -> anyhow::Result<()> {
         }
         statement.push_str(&line);
         statement.push('\n');
-        if !line.trim_end().ends_with(';') {
+        if !last && !line.trim_end().ends_with(';') {
             continue;
         }
         let entered = statement.trim_end().to_string();
@@ -138,14 +140,8 @@ async fn repl(runner: &Runner, format: OutputFormat) -> anyhow::Result<()> {
             }
             _ = tokio::signal::ctrl_c() => eprintln!("cancelled"),
         }
-    }
-    if !statement.trim().is_empty() {
-        let _ = editor.add_history_entry(statement.trim_end());
-        if let Some(path) = &history {
-            let _ = editor.append_history(path);
-        }
-        if let Err(e) = runner.run_and_print(statement.trim(), format).await {
-            eprintln!("error: {e:#}");
+        if last {
+            break;
         }
     }
     Ok(())

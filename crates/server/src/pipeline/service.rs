@@ -366,18 +366,9 @@ async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg
 /// The runtime the table writers run on: Parquet encoding and commits, on threads of their own.
 /// A commit encodes a second of a table's rows at once (tens of milliseconds of CPU); on the
 /// HTTP runtime's workers that burst would hold up the requests waiting for their acks until it
-/// finished, while the OS time-slices separate threads. Built once per process, never dropped.
+/// finished, while the OS time-slices separate threads.
 fn commit_runtime() -> tokio::runtime::Handle {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("gamelake-commit")
-                .enable_all()
-                .build()
-                .expect("starting the table writers' runtime")
-        })
-        .handle()
-        .clone()
+    // tokio's defaults for the blocking pool (object-store writes).
+    crate::stage_runtime(&RUNTIME, "gamelake-commit", 512, Duration::from_secs(10))
 }
