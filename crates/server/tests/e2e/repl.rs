@@ -21,9 +21,16 @@ struct Session {
 
 impl Session {
     fn start(data_dir: &std::path::Path, history: &std::path::Path) -> Session {
-        let command = format!("{BIN} sql --format csv --data-dir {}", data_dir.display());
+        // script(1) runs the command with `$SHELL -c`. `exec` makes the REPL the terminal's
+        // foreground process itself: a shell left waiting in between would take the Ctrl-C meant
+        // for a query (dash dies of it, bash does not), and the test would depend on `$SHELL`.
+        let command = format!(
+            "exec '{BIN}' sql --format csv --data-dir '{}'",
+            data_dir.display()
+        );
         let mut child = Command::new("script")
             .args(["-qfec", &command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
             .env("GAMELAKE_HISTORY", history)
             .env("TERM", "xterm")
             .stdin(Stdio::piped())
@@ -51,7 +58,7 @@ impl Session {
             stdin,
             screen,
         };
-        s.wait_for("gamelake> ", 1);
+        s.wait_for_prompt(PROMPT);
         s
     }
 
@@ -77,14 +84,72 @@ impl Session {
         }
     }
 
-    /// Ctrl-D on an empty line; the REPL exits 0.
+    /// Waits until the terminal's last text is `prompt`, escape sequences aside. rustyline
+    /// puts the terminal in raw mode before it draws the prompt, so keys sent from then on are
+    /// read by the line editor; a key sent earlier meets the terminal in cooked mode, where
+    /// Ctrl-D and Ctrl-C mean something else (a lost Ctrl-D hung this test on a slow machine).
+    fn wait_for_prompt(&self, prompt: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !visible(&self.screen.lock().unwrap()).ends_with(prompt) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{prompt}` prompt at the end; screen:\n{}",
+                self.screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ctrl-D at an empty prompt; the REPL exits 0 within a minute.
     fn leave(mut self) -> String {
+        self.wait_for_prompt(PROMPT);
         self.keys("\x04");
-        let status = self.child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the REPL did not exit on Ctrl-D; screen:\n{}",
+                    self.screen.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(status.success(), "{status}");
         let screen = self.screen.lock().unwrap().clone();
         screen
     }
+}
+
+const PROMPT: &str = "gamelake> ";
+const MORE: &str = "      -> ";
+
+/// The text of terminal output without its escape sequences and carriage returns.
+fn visible(screen: &str) -> String {
+    let mut out = String::with_capacity(screen.len());
+    let mut chars = screen.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ parameters, then one final byte in @..~; other escapes: one byte.
+                if chars.next_if_eq(&'[').is_some() {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[test]
@@ -101,15 +166,15 @@ fn sql_repl_edits_lines_and_keeps_history_across_sessions() {
     s.keys(&format!("SELECT 41 + 1 AS answer;{ENTER}"));
     s.wait_for("\n42", 1);
     // The up arrow brings the statement back; Enter runs it again.
-    s.wait_for("gamelake> ", 2);
+    s.wait_for_prompt(PROMPT);
     s.keys(UP);
     std::thread::sleep(Duration::from_millis(300));
     s.keys(ENTER);
     s.wait_for("\n42", 2);
     // A statement over two lines, with the cursor moved back (left arrow) to fix a typo.
-    s.wait_for("gamelake> ", 3);
+    s.wait_for_prompt(PROMPT);
     s.keys(&format!("SELECT 'multi' AS x,{ENTER}"));
-    s.wait_for("      -> ", 1);
+    s.wait_for_prompt(MORE);
     s.keys("  7 AS sven;");
     std::thread::sleep(Duration::from_millis(200));
     s.keys("\x1b[D\x1b[D\x1b[D\x1b[D");
@@ -117,22 +182,22 @@ fn sql_repl_edits_lines_and_keeps_history_across_sessions() {
     s.keys(&format!("e{ENTER}"));
     s.wait_for("x,seven", 1);
     // Ctrl-C drops the half-typed statement.
-    s.wait_for("gamelake> ", 4);
+    s.wait_for_prompt(PROMPT);
     s.keys("SELECT 'dropped'");
     std::thread::sleep(Duration::from_millis(300));
     s.keys("\x03");
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_for_prompt(PROMPT);
     s.keys(&format!("SELECT 5 AS five;{ENTER}"));
     s.wait_for("\n5", 1);
     // Ctrl-C while a query runs stops the query, not the REPL.
-    s.wait_for("gamelake> ", 5);
+    s.wait_for_prompt(PROMPT);
     s.keys(&format!(
         "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3;{ENTER}"
     ));
     std::thread::sleep(Duration::from_millis(1500));
     s.keys("\x03");
     s.wait_for("cancelled", 1);
-    s.wait_for("gamelake> ", 6);
+    s.wait_for_prompt(PROMPT);
     s.keys(&format!("SELECT 6 AS six;{ENTER}"));
     s.wait_for("\n6", 1);
     let screen = s.leave();
