@@ -294,7 +294,12 @@ async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
+    // The directory cargo and nextest name when they run the test, before the one compiled in:
+    // a target directory shared by two checkouts reuses a binary built in the other one.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = root.join("tests/sql");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -60,7 +60,7 @@ async fn dashboard_in(browser: &str, executable: &str, env_name: &'static str) {
     let shots =
         std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{browser}"));
     std::fs::create_dir_all(&shots).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.cjs");
+    let script = crate::util::crate_file("tests/browser/dashboard.cjs");
     let url = format!("{}/", s.url);
     let shots_arg = shots.clone();
     let (browser_arg, executable) = (browser.to_string(), executable.to_string());
@@ -177,10 +177,7 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
         text = s.metrics().await;
     }
     let mut child = Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/prometheus_parse.py"
-        ))
+        .arg(crate::util::crate_file("tests/prometheus_parse.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

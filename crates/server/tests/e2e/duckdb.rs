@@ -5,7 +5,6 @@
 //! and passes it as `GAMELAKE_TEST_PYTHON`). Without it the test fails under `CI=true` and is
 //! skipped with a note elsewhere.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use crate::ingest::MIXED_BODY;
@@ -36,7 +35,7 @@ async fn duckdb_reads_the_same_counts() {
     s.wait_for("SELECT count(*) FROM bronze.dead_letters", one(8))
         .await;
     s.wait_for("SELECT count(*) FROM silver.item", one(6)).await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/duckdb_counts.py");
+    let script = crate::util::crate_file("tests/duckdb_counts.py");
     let out = stdout_of(Command::new(&python).arg(&script).arg(&s.dir).args([
         "bronze/raw_logs",
         "bronze/dead_letters",

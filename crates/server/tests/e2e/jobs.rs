@@ -452,7 +452,7 @@ async fn compaction_while_ingesting_then_vacuum() {
 #[tokio::test]
 async fn airflow_dag_command_lines() {
     let python = std::env::var("GAMELAKE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::util::crate_file("");
     let rendered = std::process::Command::new(&python)
         .arg(root.join("tests/clients/airflow_dag.py"))
         .arg(root.join("../../docs/airflow/gamelake_kpi_dag.py"))

@@ -282,10 +282,7 @@ async fn psycopg_reads_types_and_binds_server_side_parameters() {
     };
     let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
     let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/pg_psycopg.py"
-        ))
+        .arg(crate::util::crate_file("tests/clients/pg_psycopg.py"))
         .args([&s.pg_port.to_string(), "analyst", "query-secret-00001"])
         .output()
         .unwrap();
@@ -371,10 +368,7 @@ async fn jdbc_lists_tables_reads_types_and_binds_parameters() {
     let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
     let out = Command::new("java")
         .args(["-cp", jar])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/PgJdbc.java"
-        ))
+        .arg(crate::util::crate_file("tests/clients/PgJdbc.java"))
         .args([&s.pg_port.to_string(), "analyst", "query-secret-00001"])
         .output()
         .unwrap();
@@ -499,10 +493,7 @@ async fn superset_registers_lists_tables_and_charts_a_silver_table() {
     let (_dir, s) = loaded(KEYS, Some("admin-secret-00001")).await;
     let home = tempfile::tempdir().unwrap();
     let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/superset_probe.py"
-        ))
+        .arg(crate::util::crate_file("tests/clients/superset_probe.py"))
         .arg(home.path())
         .args([&s.pg_port.to_string(), "analyst", "query-secret-00001"])
         .output()

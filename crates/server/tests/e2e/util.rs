@@ -10,6 +10,16 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gamelake");
 
+/// A file of this crate's source tree. The directory comes from the environment cargo and
+/// nextest set when they run a test, not from the path compiled in: a target directory shared
+/// by two checkouts (CI's cache) reuses a test binary built in the other checkout.
+pub fn crate_file(relative: &str) -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join(relative)
+}
+
 /// A test's outside tool (`what`) is missing: under `CI=true` that fails the test (CI must
 /// install it), elsewhere the test is skipped with a note. Call it and return.
 pub fn missing(what: &str) {
