@@ -45,7 +45,7 @@ rm -f "$DIR"/part-* "$DIR/events.log"
 FROM=$(TZ=Asia/Seoul date -d "-$DAYS days" +%F)
 TO=$(TZ=Asia/Seoul date +%F)
 CFG=(--data-dir "$DIR/data")
-JOBS=(dau revenue retention currency_flow item_economy ccu)
+JOBS=(first_days dau revenue retention currency_flow item_economy ccu)
 : >"$DIR/gamelake.tsv"
 for job in "${JOBS[@]}"; do
   start=$(date +%s.%N)
@@ -60,7 +60,7 @@ done
 mkdir -p "$DIR/sql"
 : >"$DIR/sql/order.tsv"
 d="$FROM"
-for job in dau revenue retention currency_flow; do
+for job in first_days dau revenue retention currency_flow; do
   d="$FROM"
   while [[ "$d" < "$TO" || "$d" == "$TO" ]]; do
     "$BIN" jobs sql "$job" --date "$d" "${CFG[@]}" >"$DIR/sql/$job-$d.sql"

@@ -80,6 +80,12 @@ for t in silver:
     )
 for v in views:
     con.execute(v)
+# Jobs that read their own earlier days start from an empty table, as gamelake creates one
+# from the job's `target_columns`.
+SELF_READING = {"first_days": [("account", "VARCHAR"), ("first_date", "DATE")]}
+for job, cols in SELF_READING.items():
+    if job in jobs:
+        con.execute(f"CREATE TABLE gold.\"{job}\" ({', '.join(f'{c} {t}' for c, t in cols)})")
 duck_s = {j: 0.0 for j in jobs}
 duck_cols = {}
 for job, part, path in order:
@@ -143,6 +149,10 @@ for v in views:
     spark.sql(spark_names(v.replace("CREATE VIEW", "CREATE TEMPORARY VIEW", 1)))
 # Jobs whose table another job reads (revenue reads gold.dau): their rows become a view.
 upstream = {j for j in jobs if any(f"gold.{j}" in open(p).read() for _, _, p in order)}
+for job, cols in SELF_READING.items():
+    if job in jobs:
+        empty = ", ".join(f"CAST(NULL AS {'STRING' if t == 'VARCHAR' else t}) AS {c}" for c, t in cols)
+        spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW gold__{job} AS SELECT {empty} WHERE false")
 spark_s = {j: 0.0 for j in jobs}
 spark_rows = {j: [] for j in jobs}
 spark_cols = {}

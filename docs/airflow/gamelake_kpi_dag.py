@@ -24,11 +24,16 @@ CONFIG = "--config /etc/gamelake/gamelake.toml"
 # The game's time zone: Airflow's `ds` is then the game day the run builds.
 TZ = pendulum.timezone("Asia/Seoul")
 
-# Daily KPI jobs and what each waits for.
+# Daily KPI jobs and what each waits for. `first_days` (each account's first active day) reads
+# its own earlier days, so it runs with Airflow's `depends_on_past`: a day waits for the day
+# before. Let `start_date` be the first day with events, or build the days before it once with
+# `gamelake jobs backfill first_days --from FIRST_DAY --to DAY_BEFORE_START_DATE`; otherwise
+# `gamelake jobs run first_days` refuses with exit 3 and names the days to build.
 DAILY = {
-    "dau": [],
+    "first_days": [],
+    "dau": ["first_days"],
     "revenue": ["dau"],
-    "retention": [],
+    "retention": ["first_days"],
     "ccu": [],
     "currency_flow": [],
 }
@@ -45,6 +50,7 @@ with DAG(
         name: BashOperator(
             task_id=name,
             bash_command=f"{GAMELAKE} jobs run {name} --date {{{{ ds }}}} {CONFIG}",
+            depends_on_past=(name == "first_days"),
         )
         for name in DAILY
     }
@@ -72,7 +78,7 @@ with DAG(
     dag_id="gamelake_backfill",
     schedule=None,
     start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
-    params={"job": "dau", "from": "2026-11-01", "to": "2026-11-07"},
+    params={"job": "first_days", "from": "2026-11-01", "to": "2026-11-07"},
 ) as backfill:
     BashOperator(
         task_id="backfill",

@@ -1,22 +1,22 @@
 -- name: dau
 -- description: Daily active accounts (DAU) with new (NRU) and paying (PU) accounts, in total and by world, OS and store.
 -- granularity: day
--- depends_on: silver.*
+-- depends_on: silver.*, first_days
 --
 -- Definitions: shared/KPI.md. Written down where they leave a choice:
 -- - One row per group: `dimension` is 'total', 'world', 'os' or 'store' and `value` the group
 --   ('all' for the total; NULL when the account's events did not name one).
 -- - An account counts once in every group it had an event in that day, so groups may add up
 --   to more than the total. NRU and PU are broken down the same way.
--- - An account is new on its first day over all data, so the job reads every earlier day.
+-- - An account is new on its first active day over all data: the accounts of this day in
+--   `gold.first_days` (job `first_days`), which is built before this job for each day.
 WITH active AS (
   SELECT DISTINCT account, world, os, store
   FROM kpi.activity
   WHERE event_date = :date
 ),
 new_accounts AS (
-  SELECT DISTINCT account FROM active
-  WHERE account NOT IN (SELECT account FROM kpi.activity WHERE event_date < :date)
+  SELECT account FROM gold.first_days WHERE first_date = :date
 ),
 payers AS (
   SELECT DISTINCT account FROM kpi.payments

@@ -2,7 +2,7 @@
 -- description: D1, D7 and D30 retention of each cohort (the accounts whose first day is the cohort date).
 -- granularity: day
 -- partition_column: cohort_date
--- depends_on: silver.*
+-- depends_on: silver.*, first_days
 -- rebuild_back: 1, 7, 30
 --
 -- Definitions: shared/KPI.md. Written down where they leave a choice:
@@ -11,15 +11,9 @@
 -- - A build of day D also rebuilds cohorts D-1, D-7 and D-30 (`rebuild_back`), whose D1, D7
 --   and D30 day D is.
 -- - `dN_rate` is retained / cohort size; NULL for an empty cohort.
-WITH active AS (
-  SELECT DISTINCT account FROM kpi.activity WHERE event_date = :date
-),
-earlier AS (
-  SELECT DISTINCT account FROM kpi.activity WHERE event_date < :date
-),
-cohort AS (
-  SELECT a.account FROM active a LEFT JOIN earlier e ON a.account = e.account
-  WHERE e.account IS NULL
+-- - The cohort is the day's partition of `gold.first_days` (job `first_days`).
+WITH cohort AS (
+  SELECT account FROM gold.first_days WHERE first_date = :date
 ),
 returned AS (
   SELECT DISTINCT account, event_date FROM kpi.activity

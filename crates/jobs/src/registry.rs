@@ -9,7 +9,8 @@ use chrono_tz::Tz;
 use crate::spec::{Dependency, JobSpec};
 
 /// The jobs gamelake ships (shared/KPI.md), as files a user can read, copy and change.
-pub const BUILTIN: [(&str, &str); 6] = [
+pub const BUILTIN: [(&str, &str); 7] = [
+    ("first_days.sql", include_str!("../sql/first_days.sql")),
     ("dau.sql", include_str!("../sql/dau.sql")),
     ("revenue.sql", include_str!("../sql/revenue.sql")),
     ("retention.sql", include_str!("../sql/retention.sql")),
@@ -149,6 +150,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "first_days",
                 "dau",
                 "revenue",
                 "retention",

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use gamelake_lake::arrow::array::RecordBatch;
-use gamelake_lake::arrow::datatypes::Schema;
+use gamelake_lake::arrow::datatypes::{Field, Schema};
 use gamelake_lake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use gamelake_lake::datafusion::datasource::ViewTable;
 use gamelake_lake::datafusion::error::{DataFusionError, Result as DfResult};
@@ -295,6 +295,10 @@ impl Runner {
             Some(e) => e.clone(),
             None => self.engine().await?,
         };
+        let target = job.target();
+        if let Some(fields) = &job.target_columns {
+            self.create_empty(job, fields).await?;
+        }
         let t0 = Instant::now();
         let df = engine.plan(&sql).await?;
         let planned = t0.elapsed();
@@ -334,7 +338,6 @@ impl Runner {
         if batches.is_empty() {
             batches.push(RecordBatch::new_empty(schema.clone()));
         }
-        let target = job.target();
         let loaded = self
             .frozen_gold
             .as_ref()
@@ -364,6 +367,32 @@ impl Runner {
             "build phases"
         );
         Ok(Built { rows, version })
+    }
+
+    /// Creates `gold.<job>` with `fields` and no rows if it does not exist yet, for a job that
+    /// reads its own earlier partitions (`target_columns`).
+    async fn create_empty(&self, job: &JobSpec, fields: &[Field]) -> anyhow::Result<()> {
+        let target = job.target();
+        if self.lake.load(&target).await?.is_some() {
+            return Ok(());
+        }
+        let mut partition_columns = vec![job.partition_column.clone()];
+        if job.granularity == Granularity::Hour {
+            partition_columns.push(COL_EVENT_HOUR.to_string());
+        }
+        let empty = RecordBatch::new_empty(Arc::new(Schema::new(fields.to_vec())));
+        gamelake_lake::sink::replace_partition(
+            &self.lake,
+            &target,
+            None,
+            vec![empty],
+            &partition_columns,
+            "false",
+            [("gamelake.job".to_string(), job.name.clone().into())],
+        )
+        .await?;
+        tracing::info!(table = %target, "created empty for the job's reads of its own partitions");
+        Ok(())
     }
 
     /// Builds a partition with the job's retries, timeout and backoff, recording every attempt.

@@ -57,6 +57,9 @@ pub enum Trigger {
     LateData,
     /// An upstream job rebuilt the partition.
     Upstream,
+    /// A `depends_on_past` job: an earlier day was rebuilt after this one was built, or this
+    /// day was never built and a later one reads it.
+    Past,
     /// `gamelake jobs run`.
     Manual,
     /// `gamelake jobs backfill`.
@@ -72,6 +75,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::LateData => "late_data",
             Trigger::Upstream => "upstream",
+            Trigger::Past => "past",
             Trigger::Manual => "manual",
             Trigger::Backfill => "backfill",
             Trigger::Maintenance => "maintenance",

@@ -101,6 +101,9 @@ pub fn plan(
     let catch_up =
         chrono::Duration::from_std(settings.catch_up).unwrap_or(chrono::Duration::days(3));
     let mut out: Vec<Due> = Vec::new();
+    // Partitions wanted and not given up on (due now, running, waiting for a retry, an
+    // upstream or an earlier day): the jobs after them in dependency order wait for them.
+    let mut pending: HashSet<(&str, Partition)> = HashSet::new();
     for job in jobs.all() {
         // partition → (trigger, the instant since which it is wanted)
         let mut wanted: BTreeMap<Partition, (Trigger, DateTime<Utc>)> = BTreeMap::new();
@@ -138,12 +141,19 @@ pub fn plan(
                 }
             }
         }
+        if job.depends_on_past {
+            past(job, &history, rows, &mut wanted);
+        }
+        // For `depends_on_past`: the earliest day wanted, and the earliest day being built.
+        let first_wanted = wanted.keys().next().copied();
+        let first_running = history
+            .iter()
+            .filter(|((name, _), h)| *name == job.name && h.running)
+            .filter_map(|((_, part), _)| Partition::parse(part).ok())
+            .min();
         for (p, (trigger, since)) in wanted {
             let k = key(&p);
             let h = history.get(&(job.name.as_str(), k.as_str()));
-            if h.is_some_and(|h| h.running) {
-                continue;
-            }
             let failures: Vec<&RunRecord> = h
                 .map(|h| {
                     h.failures
@@ -153,13 +163,22 @@ pub fn plan(
                         .collect()
                 })
                 .unwrap_or_default();
+            if failures.len() as u32 > job.retries {
+                continue;
+            }
+            pending.insert((job.name.as_str(), p));
+            if h.is_some_and(|h| h.running) {
+                continue;
+            }
+            if job.depends_on_past
+                && (first_wanted.is_some_and(|q| q < p) || first_running.is_some_and(|q| q < p))
+            {
+                continue;
+            }
             let mut attempt = 1;
             let mut trigger = trigger;
             if let Some(last) = failures.last() {
                 let tried = failures.len() as u32;
-                if tried > job.retries {
-                    continue;
-                }
                 let backoff = job.retry_backoff * 2u32.saturating_pow(tried - 1);
                 let ready_at = last.ended.unwrap_or(last.started)
                     + chrono::Duration::from_std(backoff).unwrap_or_default();
@@ -173,7 +192,7 @@ pub fn plan(
                 let up_built = history
                     .get(&(up, k.as_str()))
                     .is_some_and(|h| h.last_success.is_some() && !h.running);
-                let up_due = out.iter().any(|d| d.job == up && d.partition == p);
+                let up_due = pending.contains(&(up, p));
                 !up_built || up_due
             });
             if blocked {
@@ -188,6 +207,41 @@ pub fn plan(
         }
     }
     out
+}
+
+/// The days a `depends_on_past` job must build besides the ones already wanted: each built day
+/// that started before an earlier day's latest build ended (it read an outdated earlier day),
+/// and, before the last wanted day, each day with source rows that was never built.
+fn past(
+    job: &JobSpec,
+    history: &HashMap<(&str, &str), History>,
+    rows: &SourceRows,
+    wanted: &mut BTreeMap<Partition, (Trigger, DateTime<Utc>)>,
+) {
+    let built: BTreeMap<Partition, &RunRecord> = history
+        .iter()
+        .filter(|((name, _), _)| *name == job.name)
+        .filter_map(|((_, part), h)| Some((Partition::parse(part).ok()?, h.last_success?)))
+        .collect();
+    let mut earlier_end: Option<DateTime<Utc>> = None;
+    for (p, run) in &built {
+        if let Some(end) = earlier_end.filter(|end| *end > run.started) {
+            wanted.entry(*p).or_insert((Trigger::Past, end));
+        }
+        earlier_end = earlier_end.max(run.ended);
+    }
+    let Some(last) = wanted.keys().next_back().copied() else {
+        return;
+    };
+    for (day, n) in rows.get(&job.name).into_iter().flatten() {
+        let p = Partition::day(*day);
+        if p < last && n.total > 0 && !built.contains_key(&p) {
+            // Failures count from the beginning: a day that keeps failing holds the later ones.
+            wanted
+                .entry(p)
+                .or_insert((Trigger::Past, DateTime::<Utc>::MIN_UTC));
+        }
+    }
 }
 
 /// Built partitions whose source days gained rows since their build. An hourly partition is

@@ -7,6 +7,9 @@
 //! -- granularity: day              (day | hour)
 //! -- depends_on: silver.*, first_days
 //! -- rebuild_back: 1, 7, 30        (also rebuild the partitions this many days or hours back)
+//! -- depends_on_past: true         (a day is built only after every earlier day with data)
+//! -- target_columns: account STRING, first_date DATE  (create `gold.<name>` empty before the
+//! --                                first build, for a job that reads its own earlier days)
 //! -- retries: 2
 //! -- retry_backoff: 30s
 //! -- timeout: 30m
@@ -21,6 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Duration as Span, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use gamelake_lake::arrow::datatypes::{DataType, Field, TimeUnit};
 
 use crate::cron::Cron;
 
@@ -162,6 +166,13 @@ pub struct JobSpec {
     pub partition_column: String,
     pub depends_on: Vec<Dependency>,
     pub rebuild_back: Vec<u32>,
+    /// Each day reads the job's own earlier days (Airflow's `depends_on_past`): a day is built
+    /// only once every earlier day with source rows is, and a rebuilt day makes the later
+    /// built days due again. Daily jobs only.
+    pub depends_on_past: bool,
+    /// The target's columns, when the job reads its own table: `gold.<name>` is created empty
+    /// with them before the first build, so that the first build can read it.
+    pub target_columns: Option<Vec<Field>>,
     pub retries: u32,
     pub retry_backoff: Duration,
     pub timeout: Duration,
@@ -281,6 +292,35 @@ impl JobSpec {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let depends_on_past = match take("depends_on_past") {
+            None => false,
+            Some((_, v)) if v == "true" => true,
+            Some((_, v)) if v == "false" => false,
+            Some((l, v)) => {
+                return Err(err(
+                    l,
+                    format!("`depends_on_past: {v}`: use `true` or `false`"),
+                ))
+            }
+        };
+        if depends_on_past && granularity != Granularity::Day {
+            return Err(format!(
+                "{source}: `depends_on_past` is for daily jobs (`granularity: day`)"
+            ));
+        }
+        let target_columns = match take("target_columns") {
+            None => None,
+            Some((l, v)) => {
+                let fields = columns(&v).map_err(|e| err(l, format!("`target_columns`: {e}")))?;
+                if !fields.iter().any(|f| f.name() == &partition_column) {
+                    return Err(err(
+                        l,
+                        format!("`target_columns` must include the partition column `{partition_column}`"),
+                    ));
+                }
+                Some(fields)
+            }
+        };
         let retries = match take("retries") {
             None => 2,
             Some((l, v)) => v
@@ -300,8 +340,8 @@ impl JobSpec {
                 line,
                 format!(
                     "unknown header key `{key}` (known: name, description, schedule, time_zone, \
-                     granularity, partition_column, depends_on, rebuild_back, retries, \
-                     retry_backoff, timeout)"
+                     granularity, partition_column, depends_on, rebuild_back, depends_on_past, \
+                     target_columns, retries, retry_backoff, timeout)"
                 ),
             ));
         }
@@ -324,6 +364,8 @@ impl JobSpec {
             partition_column,
             depends_on,
             rebuild_back,
+            depends_on_past,
+            target_columns,
             retries,
             retry_backoff,
             timeout,
@@ -380,6 +422,39 @@ impl JobSpec {
     pub fn sql_for(&self, p: Partition, today: NaiveDate) -> Result<String, String> {
         substitute(&self.sql, &p.params(self.time_zone, today))
     }
+}
+
+/// `account STRING, first_date DATE`: nullable columns of the SQL types jobs write.
+fn columns(text: &str) -> Result<Vec<Field>, String> {
+    let mut out: Vec<Field> = Vec::new();
+    for item in list(text) {
+        let (name, ty) = item
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("`{item}` is not `name TYPE`"))?;
+        let ty = ty.trim();
+        let data_type = match ty.to_ascii_uppercase().as_str() {
+            "STRING" | "TEXT" | "VARCHAR" => DataType::Utf8,
+            "DATE" => DataType::Date32,
+            "BIGINT" | "INT8" => DataType::Int64,
+            "INT" | "INTEGER" | "INT4" => DataType::Int32,
+            "DOUBLE" | "FLOAT8" => DataType::Float64,
+            "BOOLEAN" | "BOOL" => DataType::Boolean,
+            "TIMESTAMP" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            _ => {
+                return Err(format!(
+                    "`{ty}` (column `{name}`) is not one of STRING, DATE, BIGINT, INT, DOUBLE, BOOLEAN, TIMESTAMP"
+                ))
+            }
+        };
+        if out.iter().any(|f| f.name() == name) {
+            return Err(format!("column `{name}` is named twice"));
+        }
+        out.push(Field::new(name, data_type, true));
+    }
+    if out.is_empty() {
+        return Err("no columns".into());
+    }
+    Ok(out)
 }
 
 fn list(v: &str) -> impl Iterator<Item = &str> {

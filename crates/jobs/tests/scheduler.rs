@@ -94,7 +94,7 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
     .unwrap();
     let tz = chrono_tz::Asia::Seoul;
     let all = Jobs::load(Some(&jobs_dir), true, &[], tz).unwrap();
-    let keep = ["dau", "revenue", "broken"];
+    let keep = ["first_days", "dau", "revenue", "broken"];
     let jobs = Jobs::ordered(
         all.all()
             .iter()
@@ -128,66 +128,83 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
     };
     let s = Scheduler::new(jobs, runner, None, Arc::new(clock.clone()), settings);
 
-    // Catch-up: the cron times within two days (00:15 on 11-01 and 11-02) build 10-31 and 11-01
-    // of the jobs without dependencies; revenue waits for dau.
+    // Catch-up: the cron times within two days (00:15 on 11-01 and 11-02) build 10-31 and 11-01.
+    // first_days builds one day at a time, oldest first (each reads the days before it); dau
+    // waits for first_days, revenue for dau.
     let first = tick(&s).await;
     assert_eq!(
         summary(&first),
         [
             "broken 2026-10-31 schedule failed",
             "broken 2026-11-01 schedule failed",
-            "dau 2026-10-31 schedule succeeded",
-            "dau 2026-11-01 schedule succeeded",
+            "first_days 2026-10-31 schedule succeeded",
         ]
     );
-    assert_eq!(
-        scalar(
-            &lake,
-            "SELECT dau FROM gold.dau WHERE event_date = DATE '2026-11-01' AND dimension = 'total'"
-        )
-        .await,
-        "3"
-    );
 
-    // Half a minute later: revenue follows dau; broken waits out its 60 s backoff.
+    // Half a minute later: the next day of first_days, and dau's first day; broken waits out
+    // its 60 s backoff.
     clock.advance(Duration::from_secs(30));
     let second = tick(&s).await;
     assert_eq!(
         summary(&second),
         [
-            "revenue 2026-10-31 schedule succeeded",
-            "revenue 2026-11-01 schedule succeeded"
+            "dau 2026-10-31 schedule succeeded",
+            "first_days 2026-11-01 schedule succeeded",
         ]
     );
     // After the backoff, broken's second and last attempt; then it is left alone.
     clock.advance(Duration::from_secs(40));
     let third = tick(&s).await;
-    assert_eq!(third.len(), 2);
-    assert!(third.iter().all(|r| r.job == "broken"
-        && r.attempt == 2
-        && r.trigger.as_str() == "retry"
-        && r.status == RunStatus::Failed));
+    let (broken, others): (Vec<RunRecord>, Vec<RunRecord>) =
+        third.into_iter().partition(|r| r.job == "broken");
+    assert_eq!(broken.len(), 2);
+    assert!(broken
+        .iter()
+        .all(|r| r.attempt == 2 && r.trigger.as_str() == "retry" && r.status == RunStatus::Failed));
     assert!(
-        third[0]
+        broken[0]
             .error
             .as_deref()
             .unwrap()
             .contains("no_such_column"),
         "{:?}",
-        third[0].error
+        broken[0].error
+    );
+    assert_eq!(
+        summary(&others),
+        [
+            "dau 2026-11-01 schedule succeeded",
+            "revenue 2026-10-31 schedule succeeded",
+        ]
+    );
+    // DAU 3 on 11-01, of whom 1 (account 3) is new.
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT dau || '/' || nru FROM gold.dau WHERE event_date = DATE '2026-11-01' AND dimension = 'total'"
+        )
+        .await,
+        "3/1"
     );
     clock.advance(Duration::from_secs(600));
+    assert_eq!(
+        summary(&tick(&s).await),
+        ["revenue 2026-11-01 schedule succeeded"]
+    );
+    clock.advance(Duration::from_secs(30));
     assert!(tick(&s).await.is_empty());
 
-    // Late rows for 11-01: dau rebuilds 11-01, then revenue (which reads silver too, so its
-    // trigger is late data rather than upstream; it waited for dau either way).
+    // Late rows for 11-01: first_days, dau and revenue rebuild 11-01 in that order (all read
+    // silver, so their trigger is late data rather than upstream; each waited for its upstream).
     logins(&mut sink, &[4], "2026-11-01T14:59:00Z", "2026-11-01", 3).await;
     clock.advance(Duration::from_secs(30));
-    let late = tick(&s).await;
-    let late: Vec<String> = summary(&late)
+    let late: Vec<String> = summary(&tick(&s).await)
         .into_iter()
         .filter(|l| !l.starts_with("broken"))
         .collect();
+    assert_eq!(late, ["first_days 2026-11-01 late_data succeeded"]);
+    clock.advance(Duration::from_secs(30));
+    let late = summary(&tick(&s).await);
     assert_eq!(late, ["dau 2026-11-01 late_data succeeded"]);
     assert_eq!(
         scalar(
@@ -213,10 +230,89 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
     clock.set(utc("2026-11-02T15:15:00Z"));
     let next: Vec<String> = summary(&tick(&s).await)
         .into_iter()
-        .filter(|l| l.starts_with("dau"))
+        .filter(|l| !l.starts_with("broken"))
+        .collect();
+    assert_eq!(next, ["first_days 2026-11-02 schedule succeeded"]);
+    clock.advance(Duration::from_secs(30));
+    let next: Vec<String> = summary(&tick(&s).await)
+        .into_iter()
+        .filter(|l| !l.starts_with("broken"))
         .collect();
     assert_eq!(next, ["dau 2026-11-02 schedule succeeded"]);
     assert!(log.runs().iter().all(|r| r.status != RunStatus::Running));
+}
+
+/// A `depends_on_past` job (first_days): days never built before the wanted one are filled in,
+/// oldest first, one per tick; late rows in an earlier day rebuild it and then the later days,
+/// so an account whose first day moved earlier leaves the later day.
+#[tokio::test]
+async fn past_days_are_filled_in_order_and_rebuilt_after_an_earlier_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+    let tz = chrono_tz::Asia::Seoul;
+    let all = Jobs::load(None, true, &[], tz).unwrap();
+    let jobs = Jobs::ordered(
+        all.all()
+            .iter()
+            .filter(|j| j.name == "first_days")
+            .cloned()
+            .collect(),
+    )
+    .unwrap();
+    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
+    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
+    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
+        .await
+        .unwrap();
+    logins(&mut sink, &[1], "2026-10-29T03:00:00Z", "2026-10-29", 1).await;
+    logins(&mut sink, &[1, 2], "2026-10-30T03:00:00Z", "2026-10-30", 2).await;
+    logins(&mut sink, &[2, 3], "2026-10-31T03:00:00Z", "2026-10-31", 3).await;
+    // Started at 00:20 on 11-01 in Seoul with a catch-up of one day: the schedule wants 10-31;
+    // 10-29 and 10-30 hold rows and were never built, so they come first.
+    let clock = ManualClock::new(utc("2026-10-31T15:20:00Z"));
+    let settings = Settings {
+        catch_up: Duration::from_secs(86400),
+        late_data_days: 7,
+        concurrency: 8,
+    };
+    let s = Scheduler::new(jobs, runner, None, Arc::new(clock.clone()), settings);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.extend(summary(&tick(&s).await));
+        clock.advance(Duration::from_secs(30));
+    }
+    assert_eq!(
+        order,
+        [
+            "first_days 2026-10-29 past succeeded",
+            "first_days 2026-10-30 past succeeded",
+            "first_days 2026-10-31 schedule succeeded",
+        ]
+    );
+    let firsts = "SELECT string_agg(CAST(account AS VARCHAR) || '@' || CAST(first_date AS VARCHAR), ' ' ORDER BY account, first_date) FROM gold.first_days";
+    assert_eq!(
+        scalar(&lake, firsts).await,
+        "1@2026-10-29 2@2026-10-30 3@2026-10-31"
+    );
+
+    // Account 3's late login on 10-30: 10-30 is rebuilt, then 10-31, which no longer holds it.
+    logins(&mut sink, &[3], "2026-10-30T05:00:00Z", "2026-10-30", 4).await;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        order.extend(summary(&tick(&s).await));
+        clock.advance(Duration::from_secs(30));
+    }
+    assert_eq!(
+        order,
+        [
+            "first_days 2026-10-30 late_data succeeded",
+            "first_days 2026-10-31 past succeeded",
+        ]
+    );
+    assert_eq!(
+        scalar(&lake, firsts).await,
+        "1@2026-10-29 2@2026-10-30 3@2026-10-30"
+    );
 }
 
 #[tokio::test]

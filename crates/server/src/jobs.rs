@@ -220,6 +220,38 @@ fn check_upstream(ctx: &Context, job: &JobSpec, p: Partition) -> anyhow::Result<
     Ok(())
 }
 
+/// For a `depends_on_past` job, fails with [`EXIT_UPSTREAM`] when a day before `from` holds
+/// source rows and was never built: the builds from `from` on would read it.
+async fn check_past(ctx: &Context, job: &JobSpec, from: NaiveDate) -> anyhow::Result<()> {
+    if !job.depends_on_past {
+        return Ok(());
+    }
+    let runs = ctx.runner.log().runs();
+    let built = |d: NaiveDate| {
+        let p = Partition::day(d).to_string();
+        runs.iter()
+            .any(|r| r.job == job.name && r.partition == p && r.status == RunStatus::Succeeded)
+    };
+    let rows = ctx.runner.source_rows(job, &mut Default::default()).await?;
+    let missing: Vec<NaiveDate> = rows
+        .iter()
+        .filter(|(d, n)| **d < from && n.total > 0 && !built(**d))
+        .map(|(d, _)| *d)
+        .collect();
+    if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+        return Err(exit(
+            EXIT_UPSTREAM,
+            format!(
+                "job `{}` reads its own earlier days (depends_on_past), and {} day(s) with events before {from} are not built, {first} first: run `gamelake jobs backfill {} --from {first} --to {last}` first (or pass --ignore-dependencies)",
+                job.name,
+                missing.len(),
+                job.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn describe(r: &RunRecord) -> String {
     let secs = r
         .ended
@@ -258,6 +290,7 @@ pub async fn run(
     for p in partitions {
         if !ignore_dependencies {
             check_upstream(ctx, job, p)?;
+            check_past(ctx, job, p.date).await?;
         }
         let r = ctx
             .runner
@@ -363,6 +396,28 @@ pub async fn backfill(
         .into_iter()
         .flat_map(|p| order.iter().map(move |j| (*j, p)))
         .collect();
+    // What the backfill reads and does not build itself must be built already.
+    for j in &order {
+        check_past(ctx, j, from).await?;
+    }
+    for (j, p) in &plan {
+        if j.upstream_jobs().all(|u| order.iter().any(|o| o.name == u)) {
+            continue;
+        }
+        check_upstream(ctx, j, *p).map_err(|_| {
+            let up = j
+                .upstream_jobs()
+                .find(|u| order.iter().all(|o| o.name != *u))
+                .unwrap_or_default();
+            exit(
+                EXIT_UPSTREAM,
+                format!(
+                    "job `{}` depends on `{up}`, which has not built {p} yet: backfill `{up}` first, or both at once with `gamelake jobs backfill {up} --from {from} --to {to} --with-downstream`",
+                    j.name
+                ),
+            )
+        })?;
+    }
     let mut progress = Progress::new(plan.len());
     let mut failed = Vec::new();
     let runner = ctx.runner.frozen().await?;

@@ -50,6 +50,7 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
     let list = cli(dir.path(), &["jobs", "list"]);
     assert!(list.status.success(), "{}", text(&list.stderr));
     for name in [
+        "first_days",
         "dau",
         "revenue",
         "retention",
@@ -69,6 +70,26 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("gamelake jobs run dau --date 2026-11-01"));
 
+    // dau reads first_days, which has not built 11-01 either; first_days reads its own earlier
+    // days, and 10-31 holds events: each is refused with exit 3 and the command to run.
+    let out = cli(dir.path(), &["jobs", "run", "dau", "--date", "2026-11-01"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("gamelake jobs run first_days --date 2026-11-01"));
+    let out = cli(
+        dir.path(),
+        &["jobs", "run", "first_days", "--date", "2026-11-01"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("gamelake jobs backfill first_days --from 2026-10-31 --to 2026-10-31"),
+        "{}",
+        text(&out.stderr)
+    );
+    for date in ["2026-10-31", "2026-11-01"] {
+        let out = cli(dir.path(), &["jobs", "run", "first_days", "--date", date]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
     let out = cli(dir.path(), &["jobs", "run", "dau", "--date", "2026-11-01"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -86,7 +107,7 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
     let out = cli(dir.path(), &["jobs", "run", "daus", "--date", "2026-11-01"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("no job `daus`; the jobs are: dau,"),
+        text(&out.stderr).contains("no job `daus`; the jobs are: first_days, dau,"),
         "{}",
         text(&out.stderr)
     );
@@ -115,24 +136,38 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
         text(&out.stdout)
     );
 
-    // Backfill dau and what depends on it, oldest day first.
-    let out = cli(
-        dir.path(),
-        &[
+    // A backfill of dau alone stops before building when first_days lacks a day (11-02).
+    let backfill = |job: &str, downstream: bool| {
+        let mut args = vec![
             "jobs",
             "backfill",
-            "dau",
+            job,
             "--from",
             "2026-10-31",
             "--to",
             "2026-11-02",
-            "--with-downstream",
-        ],
+        ];
+        if downstream {
+            args.push("--with-downstream");
+        }
+        cli(dir.path(), &args)
+    };
+    let out = backfill("dau", true);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "gamelake jobs backfill first_days --from 2026-10-31 --to 2026-11-02 --with-downstream"
+        ),
+        "{}",
+        text(&out.stderr)
     );
+
+    // Backfill first_days and what depends on it (dau, revenue, retention), oldest day first.
+    let out = backfill("first_days", true);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let progress = text(&out.stderr);
     assert!(
-        progress.contains("[6/6] revenue 2026-11-02 succeeded"),
+        progress.contains("[12/12] retention 2026-11-02 succeeded"),
         "{progress}"
     );
 
@@ -171,6 +206,16 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
         vec![
             vec![Value::from("broken"), Value::from("failed"), Value::from(2)],
             vec![Value::from("dau"), Value::from("succeeded"), Value::from(4)],
+            vec![
+                Value::from("first_days"),
+                Value::from("succeeded"),
+                Value::from(5)
+            ],
+            vec![
+                Value::from("retention"),
+                Value::from("succeeded"),
+                Value::from(3)
+            ],
             vec![
                 Value::from("revenue"),
                 Value::from("succeeded"),
@@ -282,7 +327,7 @@ async fn late_events_rebuild_only_their_hour() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         dir.path(),
-        "[lake]\ncommit_interval_ms = 200\n[jobs]\ntick_s = 1\ncatch_up_days = 1\ndisabled = [\"dau\", \"revenue\", \"retention\", \"ccu\", \"currency_flow\"]\n[maintenance]\nenabled = false\n",
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\ntick_s = 1\ncatch_up_days = 1\ndisabled = [\"first_days\", \"dau\", \"revenue\", \"retention\", \"ccu\", \"currency_flow\"]\n[maintenance]\nenabled = false\n",
     );
     // Two hours that ended 3 and 2 hours ago (Seoul); the catch-up builds both.
     let seoul = |hours_ago: i64| {
@@ -457,9 +502,9 @@ async fn airflow_dag_command_lines() {
         .arg(root.join("tests/clients/airflow_dag.py"))
         .arg(root.join("../../docs/airflow/gamelake_kpi_dag.py"))
         .args([
-            "2026-11-01",
+            "2026-10-31",
             "2026-11-01T23",
-            "dau",
+            "first_days",
             "2026-10-31",
             "2026-11-02",
         ])
@@ -508,6 +553,7 @@ async fn airflow_dag_command_lines() {
     assert_eq!(
         ran,
         [
+            "first_days",
             "dau",
             "revenue",
             "retention",
@@ -526,8 +572,9 @@ async fn airflow_dag_command_lines() {
             vec![Value::from("ccu"), Value::from(1)],
             vec![Value::from("currency_flow"), Value::from(1)],
             vec![Value::from("dau"), Value::from(4)],
+            vec![Value::from("first_days"), Value::from(4)],
             vec![Value::from("item_economy"), Value::from(1)],
-            vec![Value::from("retention"), Value::from(1)],
+            vec![Value::from("retention"), Value::from(4)],
             vec![Value::from("revenue"), Value::from(4)],
         ]
     );
