@@ -1,5 +1,6 @@
 # Shared by the bench/ scripts: build the binary, start a server on a temp dir, read its figures.
-# Source it; it sets BIN and DIR and cleans up on exit.
+# Source it; it sets BIN and DIR and cleans up on exit (`KEEP=1` keeps DIR, e.g. to query the
+# data a benchmark made).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gamelake-target}"
@@ -14,7 +15,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$DIR"
+  if [[ -n "${KEEP:-}" ]]; then echo "kept $DIR" >&2; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 
