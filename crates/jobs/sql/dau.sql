@@ -10,6 +10,7 @@
 --   to more than the total. NRU and PU are broken down the same way.
 -- - An account is new on its first active day over all data: the accounts of this day in
 --   `gold.first_days` (job `first_days`), which is built before this job for each day.
+-- - The four breakdowns are grouping sets of one aggregation: the day's events are read once.
 WITH active AS (
   SELECT DISTINCT account, world, os, store
   FROM kpi.activity
@@ -30,23 +31,13 @@ flagged AS (
   LEFT JOIN new_accounts n ON a.account = n.account
   LEFT JOIN payers p ON a.account = p.account
 )
-SELECT :date AS event_date, 'total' AS dimension, 'all' AS value,
-       count(DISTINCT account) AS dau,
-       count(DISTINCT CASE WHEN is_new THEN account END) AS nru,
-       count(DISTINCT CASE WHEN is_paying THEN account END) AS pu
+SELECT :date AS event_date,
+  CASE WHEN grouping(world) = 0 THEN 'world' WHEN grouping(os) = 0 THEN 'os'
+       WHEN grouping(store) = 0 THEN 'store' ELSE 'total' END AS dimension,
+  CASE WHEN grouping(world) = 0 THEN world WHEN grouping(os) = 0 THEN os
+       WHEN grouping(store) = 0 THEN store ELSE 'all' END AS value,
+  count(DISTINCT account) AS dau,
+  count(DISTINCT CASE WHEN is_new THEN account END) AS nru,
+  count(DISTINCT CASE WHEN is_paying THEN account END) AS pu
 FROM flagged
-UNION ALL
-SELECT :date, 'world', world, count(DISTINCT account),
-       count(DISTINCT CASE WHEN is_new THEN account END),
-       count(DISTINCT CASE WHEN is_paying THEN account END)
-FROM flagged GROUP BY world
-UNION ALL
-SELECT :date, 'os', os, count(DISTINCT account),
-       count(DISTINCT CASE WHEN is_new THEN account END),
-       count(DISTINCT CASE WHEN is_paying THEN account END)
-FROM flagged GROUP BY os
-UNION ALL
-SELECT :date, 'store', store, count(DISTINCT account),
-       count(DISTINCT CASE WHEN is_new THEN account END),
-       count(DISTINCT CASE WHEN is_paying THEN account END)
-FROM flagged GROUP BY store
+GROUP BY GROUPING SETS ((), (world), (os), (store))
