@@ -14,15 +14,15 @@
 #    Spark reads `silver."x"` as `silver__x` (its catalog has no schemas for temporary views)
 #    and double-quoted identifiers in ANSI mode; otherwise the text is unchanged.
 # 4. Every engine's rows are compared with gamelake's gold tables.
-# `ccu` uses DataFusion functions (date_bin, arrow_cast, generate_series over timestamps) the
-# peers spell differently; it is timed for gamelake only.
+# `ccu` uses DataFusion functions (date_bin, arrow_cast, generate_series over timestamps) that
+# jobs_peers.py rewrites into each peer's spelling (time_bucket; sequence/explode), nothing else.
 source "$(dirname "$0")/lib.sh"
 EVENTS=${1:-10000000}
 DAYS=${2:-7}
 VENV=${BENCH_VENV:-$HOME/.cache/gamelake-bench-venv}
-if ! "$VENV/bin/python" -c "import duckdb, pyspark" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import duckdb, pyspark, pytz" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.5.5 pyspark==4.0.1
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.5.5 pyspark==4.0.1 pytz==2025.2
 fi
 PY="$VENV/bin/python"
 
@@ -60,7 +60,7 @@ done
 mkdir -p "$DIR/sql"
 : >"$DIR/sql/order.tsv"
 d="$FROM"
-for job in first_days dau revenue retention currency_flow; do
+for job in first_days dau revenue retention currency_flow ccu; do
   d="$FROM"
   while [[ "$d" < "$TO" || "$d" == "$TO" ]]; do
     "$BIN" jobs sql "$job" --date "$d" "${CFG[@]}" >"$DIR/sql/$job-$d.sql"
