@@ -142,6 +142,8 @@ for job in jobs:
     sel = ", ".join(f'"{c}"' for c in cols)
     got = norm(con.execute(f"SELECT {sel} FROM gold.\"{job}\"").fetchall())
     duck_same[job] = same("DuckDB", job, got, gold_rows(job, cols))
+    # Printed now, so that a Spark run cut short still leaves DuckDB's figures.
+    print(f"DuckDB {job}: {duck_s[job]:.2f} s, same rows as gamelake: {duck_same[job]}", file=sys.stderr)
 
 # Spark local[2]: the same text, `silver."x"` read as `silver__x`.
 from pyspark.sql import SparkSession  # noqa: E402
