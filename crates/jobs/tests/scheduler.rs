@@ -57,6 +57,16 @@ async fn tick(s: &Scheduler) -> Vec<RunRecord> {
     out
 }
 
+/// `n` ticks half a minute apart: what they ran, in order.
+async fn ticks(s: &Scheduler, clock: &ManualClock, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend(summary(&tick(s).await));
+        clock.advance(Duration::from_secs(30));
+    }
+    out
+}
+
 fn summary(runs: &[RunRecord]) -> Vec<String> {
     let mut v: Vec<String> = runs
         .iter()
@@ -276,13 +286,8 @@ async fn past_days_are_filled_in_order_and_rebuilt_after_an_earlier_day() {
         concurrency: 8,
     };
     let s = Scheduler::new(jobs, runner, None, Arc::new(clock.clone()), settings);
-    let mut order = Vec::new();
-    for _ in 0..4 {
-        order.extend(summary(&tick(&s).await));
-        clock.advance(Duration::from_secs(30));
-    }
     assert_eq!(
-        order,
+        ticks(&s, &clock, 4).await,
         [
             "first_days 2026-10-29 past succeeded",
             "first_days 2026-10-30 past succeeded",
@@ -297,13 +302,8 @@ async fn past_days_are_filled_in_order_and_rebuilt_after_an_earlier_day() {
 
     // Account 3's late login on 10-30: 10-30 is rebuilt, then 10-31, which no longer holds it.
     logins(&mut sink, &[3], "2026-10-30T05:00:00Z", "2026-10-30", 4).await;
-    let mut order = Vec::new();
-    for _ in 0..3 {
-        order.extend(summary(&tick(&s).await));
-        clock.advance(Duration::from_secs(30));
-    }
     assert_eq!(
-        order,
+        ticks(&s, &clock, 3).await,
         [
             "first_days 2026-10-30 late_data succeeded",
             "first_days 2026-10-31 past succeeded",
