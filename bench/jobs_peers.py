@@ -130,8 +130,9 @@ for job, part, path in order:
 def same(engine, job, got, want):
     if got == want:
         return True
-    extra = [r for r in got if r not in set(want)][:3]
-    missing = [r for r in want if r not in set(got)][:3]
+    want_set, got_set = set(want), set(got)
+    extra = [r for r in got if r not in want_set][:3]
+    missing = [r for r in want if r not in got_set][:3]
     print(f"{engine} {job}: {len(got)} rows vs gamelake {len(want)}; only {engine}: {extra}; only gamelake: {missing}", file=sys.stderr)
     return False
 

@@ -171,19 +171,19 @@ impl Runner {
 
     /// A runner that builds the `kpi` views once and reuses them for every build: for a
     /// backfill of past days, which does not need rows arriving meanwhile, it saves listing and
-    /// loading every silver table per partition. Gold tables are still read afresh, so a job
-    /// sees what its upstream built earlier in the same backfill.
+    /// loading every silver table per partition (each is read at one snapshot throughout).
+    /// Gold tables are still read afresh, so a job sees what its upstream built earlier in the
+    /// same backfill.
     pub async fn frozen(&self) -> anyhow::Result<Self> {
         let mut r = self.clone();
-        r.frozen = Some(self.engine().await?);
+        // Each silver table is read from its log once, not for its columns, its view and its
+        // file list each.
+        r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+        r.frozen = Some(r.engine().await?);
         let mut rows = HashMap::new();
-        for name in self
-            .lake
-            .list_tables(gamelake_common::SCHEMA_SILVER)
-            .await?
-        {
+        for name in r.lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
             let id = TableId::new(gamelake_common::SCHEMA_SILVER, name);
-            let files = self.source_files(&id).await?;
+            let files = r.source_files(&id).await?;
             rows.insert(id, files);
         }
         r.frozen_rows = Some(Arc::new(rows));

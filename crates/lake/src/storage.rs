@@ -57,6 +57,15 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     /// Path of the root within `store`.
     prefix: StorePath,
+    /// With [`Lake::pinned`]: the snapshot each table of one schema was first loaded at.
+    pinned: Option<Pinned>,
+}
+
+/// Tables of one schema held at the snapshot they were first loaded at.
+#[derive(Debug, Clone)]
+struct Pinned {
+    schema: String,
+    tables: Arc<std::sync::Mutex<std::collections::HashMap<String, DeltaTable>>>,
 }
 
 impl Lake {
@@ -86,6 +95,7 @@ impl Lake {
             root: url,
             store: Arc::from(store),
             prefix,
+            pinned: None,
         })
     }
 
@@ -153,8 +163,40 @@ impl Lake {
         }
     }
 
-    /// Loads the latest snapshot of a table, or `None` if it does not exist yet.
+    /// The same root, where each table of `schema` is loaded once and then kept at that
+    /// snapshot: for a run over past data (a backfill) that reads the same tables many times
+    /// and wants one consistent view of them. Tables of other schemas load afresh.
+    pub fn pinned(&self, schema: &str) -> Lake {
+        Lake {
+            pinned: Some(Pinned {
+                schema: schema.to_string(),
+                tables: Arc::default(),
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// Loads the latest snapshot of a table (the pinned one, see [`Lake::pinned`]), or `None` if
+    /// it does not exist yet.
     pub async fn load(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
+        let pin = self.pinned.as_ref().filter(|p| p.schema == id.schema);
+        if let Some(p) = pin {
+            if let Some(t) = p.tables.lock().expect("pinned tables").get(&id.name) {
+                return Ok(Some(t.clone()));
+            }
+        }
+        let table = self.load_latest(id).await?;
+        if let (Some(p), Some(t)) = (pin, &table) {
+            p.tables
+                .lock()
+                .expect("pinned tables")
+                .entry(id.name.clone())
+                .or_insert_with(|| t.clone());
+        }
+        Ok(table)
+    }
+
+    async fn load_latest(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
         if !self.exists(id).await? {
             return Ok(None);
         }
