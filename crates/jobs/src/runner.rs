@@ -303,10 +303,7 @@ impl Runner {
         let df = engine.plan(&sql).await?;
         let planned = t0.elapsed();
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let mut partition_columns = vec![job.partition_column.clone()];
-        if job.granularity == Granularity::Hour {
-            partition_columns.push(COL_EVENT_HOUR.to_string());
-        }
+        let partition_columns = partition_columns(job);
         for col in &partition_columns {
             if schema.column_with_name(col).is_none() {
                 anyhow::bail!(
@@ -376,10 +373,7 @@ impl Runner {
         if self.lake.load(&target).await?.is_some() {
             return Ok(());
         }
-        let mut partition_columns = vec![job.partition_column.clone()];
-        if job.granularity == Granularity::Hour {
-            partition_columns.push(COL_EVENT_HOUR.to_string());
-        }
+        let partition_columns = partition_columns(job);
         let empty = RecordBatch::new_empty(Arc::new(Schema::new(fields.to_vec())));
         gamelake_lake::sink::replace_partition(
             &self.lake,
@@ -481,6 +475,15 @@ impl Runner {
         }
         record
     }
+}
+
+/// The target's partition columns: the date column, and the hour for hourly jobs.
+fn partition_columns(job: &JobSpec) -> Vec<String> {
+    let mut columns = vec![job.partition_column.clone()];
+    if job.granularity == Granularity::Hour {
+        columns.push(COL_EVENT_HOUR.to_string());
+    }
+    columns
 }
 
 /// `event_date = '2026-11-28'` (and `event_hour = 5` for hourly jobs).

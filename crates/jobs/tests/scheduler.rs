@@ -49,6 +49,16 @@ async fn logins(sink: &mut DeltaSink, accounts: &[i64], at: &str, day: &str, off
     sink.append(vec![batch], offset).await.unwrap();
 }
 
+/// The shipped jobs and those of `dir` (Seoul time), only the ones named.
+fn kept(dir: Option<&std::path::Path>, names: &[&str]) -> Jobs {
+    let all = Jobs::load(dir, true, &[], chrono_tz::Asia::Seoul).unwrap();
+    let jobs = all
+        .all()
+        .iter()
+        .filter(|j| names.contains(&j.name.as_str()));
+    Jobs::ordered(jobs.cloned().collect()).unwrap()
+}
+
 async fn tick(s: &Scheduler) -> Vec<RunRecord> {
     let mut out = Vec::new();
     for h in s.tick().await.unwrap() {
@@ -102,17 +112,7 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
         "-- retries: 1\n-- retry_backoff: 60s\nSELECT :date AS event_date, no_such_column FROM silver.login",
     )
     .unwrap();
-    let tz = chrono_tz::Asia::Seoul;
-    let all = Jobs::load(Some(&jobs_dir), true, &[], tz).unwrap();
-    let keep = ["first_days", "dau", "revenue", "broken"];
-    let jobs = Jobs::ordered(
-        all.all()
-            .iter()
-            .filter(|j| keep.contains(&j.name.as_str()))
-            .cloned()
-            .collect(),
-    )
-    .unwrap();
+    let jobs = kept(Some(&jobs_dir), &["first_days", "dau", "revenue", "broken"]);
     let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
     let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
     let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
@@ -259,16 +259,7 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
 async fn past_days_are_filled_in_order_and_rebuilt_after_an_earlier_day() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
-    let tz = chrono_tz::Asia::Seoul;
-    let all = Jobs::load(None, true, &[], tz).unwrap();
-    let jobs = Jobs::ordered(
-        all.all()
-            .iter()
-            .filter(|j| j.name == "first_days")
-            .cloned()
-            .collect(),
-    )
-    .unwrap();
+    let jobs = kept(None, &["first_days"]);
     let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
     let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
     let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")

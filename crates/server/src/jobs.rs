@@ -200,24 +200,37 @@ fn partitions_of(job: &JobSpec, date: &str) -> anyhow::Result<Vec<Partition>> {
     })
 }
 
+/// Whether the run log holds a successful build of `p` by `job`.
+fn built(runs: &[RunRecord], job: &str, p: Partition) -> bool {
+    let p = p.to_string();
+    runs.iter()
+        .any(|r| r.job == job && r.partition == p && r.status == RunStatus::Succeeded)
+}
+
+/// The first job `job` depends on, among those `consider` accepts, that has not built `p`.
+fn unbuilt_upstream<'a>(
+    runs: &[RunRecord],
+    job: &'a JobSpec,
+    p: Partition,
+    consider: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
+    job.upstream_jobs()
+        .find(|up| consider(up) && !built(runs, up, p))
+}
+
 /// Fails with [`EXIT_UPSTREAM`] when a job `job` depends on has not built `p`.
 fn check_upstream(ctx: &Context, job: &JobSpec, p: Partition) -> anyhow::Result<()> {
     let runs = ctx.runner.log().runs();
-    for up in job.upstream_jobs() {
-        let built = runs.iter().any(|r| {
-            r.job == up && r.partition == p.to_string() && r.status == RunStatus::Succeeded
-        });
-        if !built {
-            return Err(exit(
-                EXIT_UPSTREAM,
-                format!(
-                    "job `{}` depends on `{up}`, which has not built {p} yet: run `gamelake jobs run {up} --date {p}` first (or pass --ignore-dependencies)",
-                    job.name
-                ),
-            ));
-        }
+    match unbuilt_upstream(&runs, job, p, |_| true) {
+        Some(up) => Err(exit(
+            EXIT_UPSTREAM,
+            format!(
+                "job `{}` depends on `{up}`, which has not built {p} yet: run `gamelake jobs run {up} --date {p}` first (or pass --ignore-dependencies)",
+                job.name
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// For a `depends_on_past` job, fails with [`EXIT_UPSTREAM`] when a day before `from` holds
@@ -227,15 +240,10 @@ async fn check_past(ctx: &Context, job: &JobSpec, from: NaiveDate) -> anyhow::Re
         return Ok(());
     }
     let runs = ctx.runner.log().runs();
-    let built = |d: NaiveDate| {
-        let p = Partition::day(d).to_string();
-        runs.iter()
-            .any(|r| r.job == job.name && r.partition == p && r.status == RunStatus::Succeeded)
-    };
     let rows = ctx.runner.source_rows(job, &mut Default::default()).await?;
     let missing: Vec<NaiveDate> = rows
         .iter()
-        .filter(|(d, n)| **d < from && n.total > 0 && !built(**d))
+        .filter(|(d, n)| **d < from && n.total > 0 && !built(&runs, &job.name, Partition::day(**d)))
         .map(|(d, _)| *d)
         .collect();
     if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
@@ -400,23 +408,19 @@ pub async fn backfill(
     for j in &order {
         check_past(ctx, j, from).await?;
     }
+    // Upstream jobs the backfill builds itself are built before their dependents.
+    let runs = ctx.runner.log().runs();
     for (j, p) in &plan {
-        if j.upstream_jobs().all(|u| order.iter().any(|o| o.name == u)) {
-            continue;
-        }
-        check_upstream(ctx, j, *p).map_err(|_| {
-            let up = j
-                .upstream_jobs()
-                .find(|u| order.iter().all(|o| o.name != *u))
-                .unwrap_or_default();
-            exit(
+        let outside = |u: &str| order.iter().all(|o| o.name != u);
+        if let Some(up) = unbuilt_upstream(&runs, j, *p, outside) {
+            return Err(exit(
                 EXIT_UPSTREAM,
                 format!(
                     "job `{}` depends on `{up}`, which has not built {p} yet: backfill `{up}` first, or both at once with `gamelake jobs backfill {up} --from {from} --to {to} --with-downstream`",
                     j.name
                 ),
-            )
-        })?;
+            ));
+        }
     }
     let mut progress = Progress::new(plan.len());
     let mut failed = Vec::new();
