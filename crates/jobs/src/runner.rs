@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
 use gamelake_lake::arrow::array::RecordBatch;
-use gamelake_lake::arrow::datatypes::{Field, Schema};
+use gamelake_lake::arrow::datatypes::{Field, Schema, SchemaRef};
 use gamelake_lake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use gamelake_lake::datafusion::datasource::ViewTable;
 use gamelake_lake::datafusion::error::{DataFusionError, Result as DfResult};
@@ -288,6 +289,19 @@ impl Runner {
         p: Partition,
         today: NaiveDate,
     ) -> anyhow::Result<Built> {
+        let q = self.query(job, p, today).await?;
+        let rows = q.rows;
+        let version = self.commit(job, &[p], vec![q]).await?;
+        Ok(Built { rows, version })
+    }
+
+    /// Runs a partition's query and keeps its rows for [`Runner::commit`].
+    async fn query(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        today: NaiveDate,
+    ) -> anyhow::Result<Queried> {
         let sql = job
             .sql_for(p, today)
             .map_err(|e| anyhow::anyhow!("{}: {e}", job.source))?;
@@ -295,7 +309,6 @@ impl Runner {
             Some(e) => e.clone(),
             None => self.engine().await?,
         };
-        let target = job.target();
         if let Some(fields) = &job.target_columns {
             self.create_empty(job, fields).await?;
         }
@@ -303,8 +316,7 @@ impl Runner {
         let df = engine.plan(&sql).await?;
         let planned = t0.elapsed();
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let partition_columns = partition_columns(job);
-        for col in &partition_columns {
+        for col in &partition_columns(job) {
             if schema.column_with_name(col).is_none() {
                 anyhow::bail!(
                     "job `{}` must return a `{col}` column (the partition it builds, e.g. `:date AS {col}`)",
@@ -313,7 +325,6 @@ impl Runner {
             }
         }
         let collected: Vec<RecordBatch> = df.collect().await?;
-        let queried = t0.elapsed();
         // Every gold column is nullable: the planner may prove a column non-null for one
         // partition (a CASE folded away) that is null in another. The batches' own types are
         // kept (the plan's schema may say Utf8 where the batches hold Utf8View).
@@ -327,28 +338,61 @@ impl Runner {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        let mut batches: Vec<RecordBatch> = collected
+        let batches: Vec<RecordBatch> = collected
             .into_iter()
             .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
             .collect::<Result<_, _>>()?;
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        tracing::debug!(
+            job = %job.name,
+            partition = %p,
+            plan_ms = planned.as_millis() as u64,
+            query_ms = (t0.elapsed() - planned).as_millis() as u64,
+            rows,
+            "partition queried"
+        );
+        Ok(Queried {
+            schema,
+            batches,
+            rows,
+        })
+    }
+
+    /// One Delta commit that replaces exactly `parts` of the job's table with their rows.
+    async fn commit(
+        &self,
+        job: &JobSpec,
+        parts: &[Partition],
+        queried: Vec<Queried>,
+    ) -> anyhow::Result<u64> {
+        let t0 = Instant::now();
+        let target = job.target();
+        let schema = queried.first().map(|q| q.schema.clone());
+        let mut batches: Vec<RecordBatch> = queried.into_iter().flat_map(|q| q.batches).collect();
         if batches.is_empty() {
-            batches.push(RecordBatch::new_empty(schema.clone()));
+            if let Some(schema) = schema {
+                batches.push(RecordBatch::new_empty(schema));
+            }
         }
         let loaded = self
             .frozen_gold
             .as_ref()
             .and_then(|g| g.lock().expect("gold lock").remove(&target));
+        let label = match parts {
+            [p] => p.to_string(),
+            [first, .., last] => format!("{first}..{last}"),
+            [] => String::new(),
+        };
         let (version, table) = gamelake_lake::sink::replace_partition(
             &self.lake,
             &target,
             loaded,
             batches,
-            &partition_columns,
-            &replace_predicate(job, p),
+            &partition_columns(job),
+            &replace_predicate(job, parts),
             [
                 ("gamelake.job".to_string(), job.name.clone().into()),
-                ("gamelake.partition".to_string(), p.to_string().into()),
+                ("gamelake.partition".to_string(), label.into()),
             ],
         )
         .await?;
@@ -357,13 +401,11 @@ impl Runner {
         }
         tracing::debug!(
             job = %job.name,
-            partition = %p,
-            plan_ms = planned.as_millis() as u64,
-            query_ms = (queried - planned).as_millis() as u64,
-            write_ms = (t0.elapsed() - queried).as_millis() as u64,
-            "build phases"
+            partitions = parts.len(),
+            write_ms = t0.elapsed().as_millis() as u64,
+            "partitions committed"
         );
-        Ok(Built { rows, version })
+        Ok(version)
     }
 
     /// Creates `gold.<job>` with `fields` and no rows if it does not exist yet, for a job that
@@ -399,9 +441,22 @@ impl Runner {
         now: impl Fn() -> DateTime<Utc>,
         retries: bool,
     ) -> RunRecord {
-        let mut attempt = 1;
+        self.run_from(job, p, trigger, &now, retries, 1).await
+    }
+
+    /// [`Runner::run`] from attempt `first` on.
+    async fn run_from(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        trigger: Trigger,
+        now: &impl Fn() -> DateTime<Utc>,
+        retries: bool,
+        first: u32,
+    ) -> RunRecord {
+        let mut attempt = first;
         loop {
-            let record = self.attempt(job, p, trigger, attempt, &now).await;
+            let record = self.attempt(job, p, trigger, attempt, now).await;
             let retry = retries && record.status.is_failure() && attempt <= job.retries;
             if !retry {
                 return record;
@@ -422,59 +477,237 @@ impl Runner {
         attempt: u32,
         now: &impl Fn() -> DateTime<Utc>,
     ) -> RunRecord {
+        let (mut record, started) = self.begin(job, p, trigger, attempt, now).await;
+        let today = now().with_timezone(&job.time_zone).date_naive();
+        let outcome = match tokio::time::timeout(job.timeout, self.build(job, p, today)).await {
+            Ok(built) => built,
+            Err(_) => Err(timed_out(job)),
+        };
+        match outcome {
+            Ok(built) => {
+                record.status = RunStatus::Succeeded;
+                record.rows = Some(built.rows);
+                record.version = Some(built.version);
+            }
+            Err(e) => fail(&mut record, e),
+        }
+        self.finish(&mut record, started, now);
+        record
+    }
+
+    /// Builds `parts` of a job that does not read its own table, in order, committing several
+    /// partitions at once: at most [`BATCH_PARTITIONS`] partitions or about [`BATCH_ROWS`] rows
+    /// a commit. A backfill of hourly partitions so makes one commit a day instead of 24. Each
+    /// partition still has its own run in the log (those committed together share their end
+    /// and their version). A partition whose query fails, or whose commit fails, is built again
+    /// alone with the job's retries. `done` sees each partition's final run.
+    pub async fn run_batched(
+        &self,
+        job: &JobSpec,
+        parts: &[Partition],
+        trigger: Trigger,
+        now: impl Fn() -> DateTime<Utc>,
+        mut done: impl FnMut(&RunRecord),
+    ) {
+        if job.reads_itself() {
+            for &p in parts {
+                done(&self.run_from(job, p, trigger, &now, true, 1).await);
+            }
+            return;
+        }
+        let mut pending: Vec<(RunRecord, Instant, Partition, Queried)> = Vec::new();
+        let mut again: Vec<Partition> = Vec::new();
+        // Two partitions are queried at a time (one plans while the other scans), committed
+        // in order.
+        let queries = futures::stream::iter(parts.iter().copied())
+            .map(|p| {
+                let now = &now;
+                async move {
+                    let (record, started) = self.begin(job, p, trigger, 1, now).await;
+                    let today = now().with_timezone(&job.time_zone).date_naive();
+                    let queried =
+                        match tokio::time::timeout(job.timeout, self.query(job, p, today)).await {
+                            Ok(q) => q,
+                            Err(_) => Err(timed_out(job)),
+                        };
+                    (record, started, p, queried)
+                }
+            })
+            .buffered(QUERIES_AT_ONCE);
+        futures::pin_mut!(queries);
+        while let Some((mut record, started, p, queried)) = queries.next().await {
+            match queried {
+                Ok(q) => {
+                    let rows: u64 = pending.iter().map(|(.., q)| q.rows).sum();
+                    let full = pending.len() >= BATCH_PARTITIONS
+                        || rows + q.rows > BATCH_ROWS
+                        || pending
+                            .first()
+                            .is_some_and(|(.., first)| first.schema != q.schema);
+                    if full {
+                        self.commit_pending(job, &mut pending, &now, &mut again, &mut done)
+                            .await;
+                    }
+                    pending.push((record, started, p, q));
+                }
+                Err(e) => {
+                    fail(&mut record, e);
+                    self.finish(&mut record, started, &now);
+                    self.retry_or_done(job, p, &record, &mut again, &mut done);
+                }
+            }
+        }
+        self.commit_pending(job, &mut pending, &now, &mut again, &mut done)
+            .await;
+        for p in again {
+            done(&self.run_from(job, p, trigger, &now, true, 2).await);
+        }
+    }
+
+    /// Commits the partitions queried so far in one commit and finishes their runs.
+    async fn commit_pending(
+        &self,
+        job: &JobSpec,
+        pending: &mut Vec<(RunRecord, Instant, Partition, Queried)>,
+        now: &impl Fn() -> DateTime<Utc>,
+        again: &mut Vec<Partition>,
+        done: &mut impl FnMut(&RunRecord),
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let mut runs = Vec::new();
+        let mut parts = Vec::new();
+        let mut queried = Vec::new();
+        for (record, started, p, q) in pending.drain(..) {
+            runs.push((record, started, q.rows));
+            parts.push(p);
+            queried.push(q);
+        }
+        let committed =
+            match tokio::time::timeout(job.timeout, self.commit(job, &parts, queried)).await {
+                Ok(c) => c,
+                Err(_) => Err(timed_out(job)),
+            };
+        for ((mut record, started, rows), p) in runs.into_iter().zip(parts) {
+            match &committed {
+                Ok(version) => {
+                    record.status = RunStatus::Succeeded;
+                    record.rows = Some(rows);
+                    record.version = Some(*version);
+                }
+                Err(e) => fail(&mut record, anyhow::anyhow!("{e:#}")),
+            }
+            self.finish(&mut record, started, now);
+            self.retry_or_done(job, p, &record, again, done);
+        }
+    }
+
+    /// A failed first attempt of a batched build is built again alone if the job retries.
+    fn retry_or_done(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        record: &RunRecord,
+        again: &mut Vec<Partition>,
+        done: &mut impl FnMut(&RunRecord),
+    ) {
+        if record.status.is_failure() && job.retries > 0 {
+            again.push(p);
+        } else {
+            done(record);
+        }
+    }
+
+    /// Records the start of an attempt with the rows of the partition's day in the job's source
+    /// tables (what the late-data check compares later).
+    async fn begin(
+        &self,
+        job: &JobSpec,
+        p: Partition,
+        trigger: Trigger,
+        attempt: u32,
+        now: &impl Fn() -> DateTime<Utc>,
+    ) -> (RunRecord, Instant) {
         let mut record = RunRecord::start(&job.name, &p.to_string(), trigger, attempt, now());
         if let Err(e) = self.log.record(&record) {
             tracing::error!(error = %e, "cannot write the run log");
         }
-        let today = now().with_timezone(&job.time_zone).date_naive();
         let started = Instant::now();
-        let mut cache = self
-            .frozen_rows
-            .as_ref()
-            .map(|c| HashMap::clone(c))
-            .unwrap_or_default();
-        match self.source_rows(job, &mut cache).await {
-            Ok(rows) => {
-                let day = rows.get(&p.date).cloned().unwrap_or_default();
+        match self.day_rows(job, p.date).await {
+            Ok(day) => {
                 record.input_rows = Some(day.total);
                 record.input_hour_rows = p.hour.map(|h| day.hours[usize::from(h) % 24]);
             }
             Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot count the source rows"),
         }
-        tracing::debug!(job = %job.name, ms = started.elapsed().as_millis() as u64, "source rows counted");
-        let outcome = tokio::time::timeout(job.timeout, self.build(job, p, today)).await;
-        match outcome {
-            Ok(Ok(built)) => {
-                record.status = RunStatus::Succeeded;
-                record.rows = Some(built.rows);
-                record.version = Some(built.version);
-            }
-            Ok(Err(e)) => {
-                record.status = RunStatus::Failed;
-                record.error = Some(format!("{e:#}"));
-            }
-            Err(_) => {
-                record.status = RunStatus::TimedOut;
-                record.error = Some(format!(
-                    "ran longer than the job's `timeout` of {:?}",
-                    job.timeout
-                ));
+        (record, started)
+    }
+
+    /// Rows of the job's source tables in one day.
+    async fn day_rows(&self, job: &JobSpec, day: NaiveDate) -> anyhow::Result<DayRows> {
+        let mut rows = DayRows::default();
+        for id in self.source_tables(job).await? {
+            let listed;
+            let files = match self.frozen_rows.as_ref().and_then(|f| f.get(&id)) {
+                Some(files) => files,
+                None => {
+                    listed = self.source_files(&id).await?;
+                    &listed
+                }
+            };
+            for f in files.iter().filter(|f| f.day == day) {
+                rows.add(f, job.time_zone);
             }
         }
+        Ok(rows)
+    }
+
+    /// Ends an attempt's record and writes it to the run log.
+    fn finish(&self, record: &mut RunRecord, started: Instant, now: &impl Fn() -> DateTime<Utc>) {
         record.ended = Some(now());
         tracing::info!(
-            job = %job.name,
-            partition = %p,
+            job = %record.job,
+            partition = %record.partition,
             status = record.status.as_str(),
             rows = ?record.rows,
             ms = started.elapsed().as_millis() as u64,
             "job run"
         );
-        if let Err(e) = self.log.record(&record) {
+        if let Err(e) = self.log.record(record) {
             tracing::error!(error = %e, "cannot write the run log");
         }
-        record
     }
+}
+
+/// Partitions [`Runner::run_batched`] queries at a time.
+const QUERIES_AT_ONCE: usize = 2;
+/// At most this many partitions in one commit of [`Runner::run_batched`].
+pub const BATCH_PARTITIONS: usize = 48;
+/// A commit of [`Runner::run_batched`] holds about this many rows at most (one partition's
+/// rows are never split).
+pub const BATCH_ROWS: u64 = 1_000_000;
+
+/// A partition's rows, queried and not yet committed.
+struct Queried {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    rows: u64,
+}
+
+fn timed_out(job: &JobSpec) -> anyhow::Error {
+    anyhow::anyhow!("ran longer than the job's `timeout` of {:?}", job.timeout)
+}
+
+/// Marks a record failed (or timed out) with the error.
+fn fail(record: &mut RunRecord, e: anyhow::Error) {
+    let text = format!("{e:#}");
+    record.status = if text.starts_with("ran longer than the job's `timeout`") {
+        RunStatus::TimedOut
+    } else {
+        RunStatus::Failed
+    };
+    record.error = Some(text);
 }
 
 /// The target's partition columns: the date column, and the hour for hourly jobs.
@@ -486,13 +719,31 @@ fn partition_columns(job: &JobSpec) -> Vec<String> {
     columns
 }
 
-/// `event_date = '2026-11-28'` (and `event_hour = 5` for hourly jobs).
-fn replace_predicate(job: &JobSpec, p: Partition) -> String {
-    let mut pred = format!("{} = '{}'", job.partition_column, p.date);
-    if let Some(h) = p.hour {
-        pred.push_str(&format!(" AND {COL_EVENT_HOUR} = {h}"));
+/// The partitions' rows of the target: `event_date IN ('2026-11-28')` for daily jobs;
+/// `(event_date = '2026-11-28' AND event_hour IN (5, 6))` for each day of hourly ones, joined
+/// by `OR`.
+fn replace_predicate(job: &JobSpec, parts: &[Partition]) -> String {
+    let col = &job.partition_column;
+    let mut days: BTreeMap<NaiveDate, Vec<u8>> = BTreeMap::new();
+    for p in parts {
+        let hours = days.entry(p.date).or_default();
+        hours.extend(p.hour);
     }
-    pred
+    if job.granularity == Granularity::Day {
+        let list: Vec<String> = days.keys().map(|d| format!("'{d}'")).collect();
+        return format!("{col} IN ({})", list.join(", "));
+    }
+    let terms: Vec<String> = days
+        .iter()
+        .map(|(d, hours)| {
+            let list: Vec<String> = hours.iter().map(u8::to_string).collect();
+            format!(
+                "({col} = '{d}' AND {COL_EVENT_HOUR} IN ({}))",
+                list.join(", ")
+            )
+        })
+        .collect();
+    terms.join(" OR ")
 }
 
 #[cfg(test)]

@@ -377,6 +377,18 @@ impl JobSpec {
         gamelake_lake::TableId::new(gamelake_common::SCHEMA_GOLD, &self.name)
     }
 
+    /// Whether a build reads the job's own table (its earlier partitions): such partitions are
+    /// built and committed one at a time, in order. True with `depends_on_past`,
+    /// `target_columns`, or SQL that names `gold.<name>`.
+    pub fn reads_itself(&self) -> bool {
+        let sql = self.sql.to_lowercase();
+        let name = self.name.to_lowercase();
+        self.depends_on_past
+            || self.target_columns.is_some()
+            || sql.contains(&format!("gold.{name}"))
+            || sql.contains(&format!("gold.\"{name}\""))
+    }
+
     /// The jobs this one waits for.
     pub fn upstream_jobs(&self) -> impl Iterator<Item = &str> {
         self.depends_on.iter().filter_map(|d| match d {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use gamelake_jobs::scheduler::Scheduler;
-use gamelake_jobs::{Jobs, KpiConfig, ManualClock, RunLog, RunRecord, RunStatus, Runner, Settings};
+use gamelake_jobs::{
+    Jobs, KpiConfig, ManualClock, Partition, RunLog, RunRecord, RunStatus, Runner, Settings,
+    Trigger,
+};
 use gamelake_lake::arrow::array::{
     Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -399,4 +402,141 @@ async fn maintenance_runs_on_its_cron_and_compacts() {
     // Done for this hour.
     clock.set(utc("2026-11-02T10:59:00Z"));
     assert!(tick(&s).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+    let jobs_dir = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    // An hourly count of logins whose 05:00 hour of 11-01 fails to plan (a cast of 'x').
+    std::fs::write(
+        jobs_dir.join("hourly_logins.sql"),
+        "-- granularity: hour\n-- retries: 1\n-- retry_backoff: 1ms\n-- depends_on: silver.login\n\
+         SELECT :date AS event_date, :hour AS event_hour, count(*) AS logins,\n\
+           CAST(CASE WHEN :date = DATE '2026-11-01' AND :hour = 5 THEN 'x' ELSE '0' END AS INT) AS boom\n\
+         FROM silver.login WHERE event_time >= :start AND event_time < :end",
+    )
+    .unwrap();
+    let jobs = kept(Some(&jobs_dir), &["hourly_logins", "first_days"]);
+    let job = jobs.find("hourly_logins").unwrap().clone();
+    assert!(!job.reads_itself());
+    assert!(jobs.find("first_days").unwrap().reads_itself());
+    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
+    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
+    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
+        .await
+        .unwrap();
+    // Seoul hours 00, 05 and 10 of 11-01, 03 of 11-02.
+    logins(&mut sink, &[1, 2], "2026-10-31T15:10:00Z", "2026-11-01", 1).await;
+    logins(&mut sink, &[3], "2026-10-31T20:10:00Z", "2026-11-01", 2).await;
+    logins(
+        &mut sink,
+        &[4, 5, 6],
+        "2026-11-01T01:10:00Z",
+        "2026-11-01",
+        3,
+    )
+    .await;
+    logins(&mut sink, &[7], "2026-11-01T18:10:00Z", "2026-11-02", 4).await;
+    let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+    let parts = job.partitions(day("2026-11-01"), day("2026-11-02"));
+    assert_eq!(parts.len(), 48);
+    let now = || utc("2026-11-05T00:00:00Z");
+
+    let frozen = runner.frozen().await.unwrap();
+    let mut done = Vec::new();
+    frozen
+        .run_batched(&job, &parts, Trigger::Backfill, now, |r| {
+            done.push(r.clone())
+        })
+        .await;
+    // Every partition once; the failing hour was tried in the batch, then once alone.
+    assert_eq!(done.len(), 48);
+    let failed: Vec<_> = done
+        .iter()
+        .filter(|r| r.status != RunStatus::Succeeded)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (failed[0].partition.as_str(), failed[0].attempt),
+        ("2026-11-01T05", 2)
+    );
+    assert!(
+        failed[0].error.as_deref().unwrap().contains("'x'"),
+        "{failed:?}"
+    );
+    let first_tries: Vec<_> = log
+        .runs()
+        .into_iter()
+        .filter(|r| r.partition == "2026-11-01T05")
+        .map(|r| (r.attempt, r.status))
+        .collect();
+    assert_eq!(
+        first_tries,
+        [(1, RunStatus::Failed), (2, RunStatus::Failed)]
+    );
+    // The 47 others in one commit: the table's first version, shared by their runs.
+    assert!(done
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .all(|r| r.version == Some(0)));
+    let target = TableId::new("gold", "hourly_logins");
+    assert_eq!(
+        lake.load(&target).await.unwrap().unwrap().version(),
+        Some(0)
+    );
+    let hours = "SELECT count(*) FROM gold.hourly_logins";
+    let counted = "SELECT CAST(event_date AS VARCHAR) || 'T' || CAST(event_hour AS VARCHAR) || '=' || CAST(logins AS VARCHAR) FROM gold.hourly_logins WHERE logins > 0 ORDER BY 1";
+    assert_eq!(scalar(&lake, hours).await, "47");
+    let listed = |lake: Lake| async move {
+        let (_, batches) = QueryEngine::new(lake).sql(counted).await.unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                out.push(
+                    gamelake_lake::arrow::util::display::array_value_to_string(b.column(0), i)
+                        .unwrap(),
+                );
+            }
+        }
+        out
+    };
+    assert_eq!(
+        listed(lake.clone()).await,
+        ["2026-11-01T0=2", "2026-11-01T10=3", "2026-11-02T3=1"]
+    );
+
+    // A re-run replaces exactly what it builds: same rows, one more version.
+    let mut again = 0;
+    runner
+        .frozen()
+        .await
+        .unwrap()
+        .run_batched(&job, &parts, Trigger::Backfill, now, |_| again += 1)
+        .await;
+    assert_eq!(again, 48);
+    assert_eq!(
+        lake.load(&target).await.unwrap().unwrap().version(),
+        Some(1)
+    );
+    assert_eq!(scalar(&lake, hours).await, "47");
+
+    // A late login in 11-02 03:00; rebuilding that hour alone changes that row only.
+    logins(&mut sink, &[8], "2026-11-01T18:20:00Z", "2026-11-02", 5).await;
+    let late = [Partition::parse("2026-11-02T03").unwrap()];
+    runner
+        .frozen()
+        .await
+        .unwrap()
+        .run_batched(&job, &late, Trigger::LateData, now, |r| {
+            assert_eq!(r.status, RunStatus::Succeeded, "{r:?}")
+        })
+        .await;
+    assert_eq!(scalar(&lake, hours).await, "47");
+    assert_eq!(
+        listed(lake.clone()).await,
+        ["2026-11-01T0=2", "2026-11-01T10=3", "2026-11-02T3=2"]
+    );
 }

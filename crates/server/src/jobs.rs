@@ -363,8 +363,9 @@ impl Progress {
     }
 }
 
-/// `gamelake jobs backfill NAME --from D --to D`: every partition in order, oldest first, and
-/// with `--with-downstream` the jobs that depend on it after each.
+/// `gamelake jobs backfill NAME --from D --to D`: every partition, oldest first, and with
+/// `--with-downstream` then the jobs that depend on it, each after its upstream. A job that
+/// does not read its own table commits many partitions at once ([`Runner::run_batched`]).
 pub async fn backfill(
     ctx: &Context,
     name: &str,
@@ -399,10 +400,11 @@ pub async fn backfill(
             }
         }
     }
-    let plan: Vec<(&JobSpec, Partition)> = job
-        .partitions(from, to)
-        .into_iter()
-        .flat_map(|p| order.iter().map(move |j| (*j, p)))
+    // Job by job (each after its upstream jobs), each job's partitions oldest first.
+    let parts = job.partitions(from, to);
+    let plan: Vec<(&JobSpec, Partition)> = order
+        .iter()
+        .flat_map(|j| parts.iter().map(move |p| (*j, *p)))
         .collect();
     // What the backfill reads and does not build itself must be built already.
     for j in &order {
@@ -425,12 +427,15 @@ pub async fn backfill(
     let mut progress = Progress::new(plan.len());
     let mut failed = Vec::new();
     let runner = ctx.runner.frozen().await?;
-    for (j, p) in plan {
-        let r = runner.run(j, p, Trigger::Backfill, Utc::now, true).await;
-        progress.step(&describe(&r));
-        if r.status != RunStatus::Succeeded {
-            failed.push(format!("{} {}", j.name, p));
-        }
+    for j in order {
+        runner
+            .run_batched(j, &parts, Trigger::Backfill, Utc::now, |r| {
+                progress.step(&describe(r));
+                if r.status != RunStatus::Succeeded {
+                    failed.push(format!("{} {}", r.job, r.partition));
+                }
+            })
+            .await;
     }
     if !failed.is_empty() {
         return Err(exit(
