@@ -2,16 +2,20 @@
 the same silver Parquet files, and their rows are compared with gamelake's gold tables.
 
 usage: jobs_peers.py DATA_DIR VIEWS_SQL ORDER_TSV GAMELAKE_TSV EVENTS MACHINE
+
+`PEERS=duckdb` leaves Spark out (its ccu takes about an hour on 10 M events).
 """
 
 import datetime
 import glob
+import json
 import math
 import os
 import re
 import statistics
 import sys
 import time
+import urllib.parse
 
 import duckdb
 
@@ -70,22 +74,48 @@ def norm(rows):
     return sorted(out, key=lambda t: tuple((x is None, str(x)) for x in t))
 
 
-# gamelake's answers: its gold tables (each partition written once, so every file counts).
+# gamelake's answers: the files of its gold tables' current Delta snapshots.
 ref = duckdb.connect()
 ref.execute("SET TimeZone = 'UTC'")
+
+
+def live_files(table):
+    """The data files a Delta table's latest version holds: its last checkpoint, then the
+    add and remove actions of the commits after it."""
+    log = f"{table}/_delta_log"
+    files, first = set(), 0
+    if os.path.exists(f"{log}/_last_checkpoint"):
+        version = json.load(open(f"{log}/_last_checkpoint"))["version"]
+        parts = sorted(glob.glob(f"{log}/{version:020d}.checkpoint*.parquet"))
+        files |= {r[0] for r in ref.execute(
+            "SELECT add.path FROM read_parquet(?) WHERE add IS NOT NULL", [parts]
+        ).fetchall()}
+        first = version + 1
+    for commit in sorted(glob.glob(f"{log}/*.json")):
+        if int(os.path.basename(commit).split(".")[0]) < first:
+            continue
+        for line in open(commit):
+            action = json.loads(line)
+            if "add" in action:
+                files.add(action["add"]["path"])
+            elif "remove" in action:
+                files.discard(action["remove"]["path"])
+    return [f"{table}/{urllib.parse.unquote(p)}" for p in sorted(files)]
+
+
+def gold_scan(job):
+    return f"read_parquet({live_files(f'{data}/gold/{job}')!r}, hive_partitioning = true)"
+
+
 expected = {}
 for job in jobs:
-    cols = [c[0] for c in ref.execute(
-        f"DESCRIBE SELECT * FROM read_parquet('{data}/gold/{job}/*=*/**/*.parquet', hive_partitioning = true)"
-    ).fetchall()]
+    cols = [c[0] for c in ref.execute(f"DESCRIBE SELECT * FROM {gold_scan(job)}").fetchall()]
     expected[job] = cols
 
 
 def gold_rows(job, cols):
     sel = ", ".join(f'"{c}"' for c in cols)
-    return norm(ref.execute(
-        f"SELECT {sel} FROM read_parquet('{data}/gold/{job}/*=*/**/*.parquet', hive_partitioning = true)"
-    ).fetchall())
+    return norm(ref.execute(f"SELECT {sel} FROM {gold_scan(job)}").fetchall())
 
 
 # DuckDB: silver tables as views over their Parquet files, the kpi views, each partition's SQL.
@@ -146,55 +176,70 @@ for job in jobs:
     # Printed now, so that a Spark run cut short still leaves DuckDB's figures.
     print(f"DuckDB {job}: {duck_s[job]:.2f} s, same rows as gamelake: {duck_same[job]}", file=sys.stderr)
 
-# Spark local[2]: the same text, `silver."x"` read as `silver__x`.
-from pyspark.sql import SparkSession  # noqa: E402
 
-spark = (
-    SparkSession.builder.master("local[2]")
-    .config("spark.driver.memory", "8g")
-    .config("spark.sql.ansi.enabled", "true")
-    .config("spark.sql.ansi.doubleQuotedIdentifiers", "true")
-    .config("spark.sql.legacy.charVarcharAsString", "true")
-    .config("spark.sql.session.timeZone", "UTC")
-    .config("spark.ui.enabled", "false")
-    .getOrCreate()
-)
-spark.sparkContext.setLogLevel("ERROR")
+def run_spark():
+    """Spark local[2]: the same text, `silver.\"x\"` read as `silver__x`."""
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.driver.memory", "8g")
+        .config("spark.sql.ansi.enabled", "true")
+        .config("spark.sql.ansi.doubleQuotedIdentifiers", "true")
+        .config("spark.sql.legacy.charVarcharAsString", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+
+    def spark_names(sql):
+        sql = re.sub(r'\b(silver|kpi|gold)\."([^"]+)"', r"\1__\2", sql)
+        return re.sub(r"\b(silver|kpi|gold)\.([A-Za-z_][A-Za-z0-9_]*)", r"\1__\2", sql)
+
+    for t in silver:
+        spark.read.option("mergeSchema", "true").parquet(f"{data}/silver/{t}").createOrReplaceTempView(f"silver__{t}")
+    for v in views:
+        spark.sql(spark_names(v.replace("CREATE VIEW", "CREATE TEMPORARY VIEW", 1)))
+    # Jobs whose table another job reads (revenue reads gold.dau): their rows become a view.
+    upstream = {j for j in jobs if any(f"gold.{j}" in open(p).read() for _, _, p in order)}
+    for job, cols in SELF_READING.items():
+        if job in jobs:
+            empty = ", ".join(f"CAST(NULL AS {'STRING' if t == 'VARCHAR' else t}) AS {c}" for c, t in cols)
+            spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW gold__{job} AS SELECT {empty} WHERE false")
+    spark_s = {j: 0.0 for j in jobs}
+    spark_rows = {j: [] for j in jobs}
+    spark_cols = {}
+    gold_frames = {}
+    for job, part, path in order:
+        sql = spark_dialect(spark_names(open(path).read().strip().rstrip(";")))
+        t0 = time.perf_counter()
+        df = spark.sql(sql)
+        rows = df.collect()
+        spark_s[job] += time.perf_counter() - t0
+        spark_cols[job] = df.columns
+        spark_rows[job].extend(tuple(r) for r in rows)
+        if rows and job in upstream:
+            frame = spark.createDataFrame(rows, df.schema)
+            gold_frames[job] = frame if job not in gold_frames else gold_frames[job].unionByName(frame)
+            gold_frames[job].cache().createOrReplaceTempView(f"gold__{job}")
+    spark_same = {job: same("Spark", job, norm(spark_rows[job]), gold_rows(job, spark_cols[job])) for job in jobs}
+    spark.stop()
+    return spark_s, spark_same
 
 
-def spark_names(sql):
-    sql = re.sub(r'\b(silver|kpi|gold)\."([^"]+)"', r"\1__\2", sql)
-    return re.sub(r"\b(silver|kpi|gold)\.([A-Za-z_][A-Za-z0-9_]*)", r"\1__\2", sql)
+PEERS = os.environ.get("PEERS", "duckdb,spark").split(",")
+if "spark" in PEERS:
+    spark_s, spark_same = run_spark()
+else:
+    spark_s, spark_same = {j: None for j in jobs}, {j: "–" for j in jobs}
 
 
-for t in silver:
-    spark.read.option("mergeSchema", "true").parquet(f"{data}/silver/{t}").createOrReplaceTempView(f"silver__{t}")
-for v in views:
-    spark.sql(spark_names(v.replace("CREATE VIEW", "CREATE TEMPORARY VIEW", 1)))
-# Jobs whose table another job reads (revenue reads gold.dau): their rows become a view.
-upstream = {j for j in jobs if any(f"gold.{j}" in open(p).read() for _, _, p in order)}
-for job, cols in SELF_READING.items():
-    if job in jobs:
-        empty = ", ".join(f"CAST(NULL AS {'STRING' if t == 'VARCHAR' else t}) AS {c}" for c, t in cols)
-        spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW gold__{job} AS SELECT {empty} WHERE false")
-spark_s = {j: 0.0 for j in jobs}
-spark_rows = {j: [] for j in jobs}
-spark_cols = {}
-gold_frames = {}
-for job, part, path in order:
-    sql = spark_dialect(spark_names(open(path).read().strip().rstrip(";")))
-    t0 = time.perf_counter()
-    df = spark.sql(sql)
-    rows = df.collect()
-    spark_s[job] += time.perf_counter() - t0
-    spark_cols[job] = df.columns
-    spark_rows[job].extend(tuple(r) for r in rows)
-    if rows and job in upstream:
-        frame = spark.createDataFrame(rows, df.schema)
-        gold_frames[job] = frame if job not in gold_frames else gold_frames[job].unionByName(frame)
-        gold_frames[job].cache().createOrReplaceTempView(f"gold__{job}")
-spark_same = {job: same("Spark", job, norm(spark_rows[job]), gold_rows(job, spark_cols[job])) for job in jobs}
-spark.stop()
+def spark_cells(job, g):
+    if spark_s[job] is None:
+        return "– | –"
+    return f"{spark_s[job]:.1f} s | {spark_s[job] / g:.1f}×"
+
 
 print(
     f"{datetime.date.today()} · {machine} · {int(float(events)):,} events over "
@@ -206,8 +251,8 @@ for job in jobs:
     n = sum(1 for j, _, _ in order if j == job)
     g = gamelake_s[job]
     print(
-        f"| {job} | {n} | {g:.1f} s | {duck_s[job]:.1f} s | {spark_s[job]:.1f} s | "
-        f"{spark_s[job] / g:.1f}× | {g / duck_s[job]:.2f} | {duck_same[job]}, {spark_same[job]} |"
+        f"| {job} | {n} | {g:.1f} s | {duck_s[job]:.1f} s | {spark_cells(job, g)} | "
+        f"{g / duck_s[job]:.2f} | {duck_same[job]}, {spark_same[job]} |"
     )
 if "ccu" in gamelake_s and "ccu" not in jobs:
     print(f"| ccu | (gamelake only) | {gamelake_s['ccu']:.1f} s | – | – | – | – | – |")
