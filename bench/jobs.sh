@@ -41,6 +41,8 @@ ACCEPTED=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^gamelake_ingest_lin
 wait_committed "$PORT" "$EVENTS"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 rm -f "$DIR"/part-* "$DIR/events.log"
+# `KEEP=1 INGEST_ONLY=1`: stop here, keeping the data dir (e.g. to time builds by hand on it).
+[[ -n "${INGEST_ONLY:-}" ]] && { echo "ingested into $DIR/data" >&2; exit 0; }
 
 # The game days the events cover (Asia/Seoul), oldest first; the first and last are partial.
 FROM=$(TZ=Asia/Seoul date -d "-$DAYS days" +%F)
