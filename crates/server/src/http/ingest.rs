@@ -17,6 +17,21 @@ use crate::config::Role;
 use crate::pipeline::idempotency::{Answer, Begin};
 use crate::pipeline::{record, Pipeline};
 
+/// Reads a refused request's body to its end (at most `limit` bytes) and drops it. A body left
+/// unread makes the server close the connection after answering; under backpressure every
+/// client would then reconnect for each retry, and connection churn costs more than reading.
+async fn discard(body: Body, limit: usize) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len();
+        if read > limit {
+            break;
+        }
+    }
+}
+
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
@@ -35,6 +50,7 @@ pub async fn post_logs(
         ));
     }
     if pipeline.overloaded() {
+        discard(body, state.config.ingest.max_body_bytes).await;
         return Err(ApiError::new(
             ErrorCode::Overloaded,
             "ingest is ahead of table commits (`ingest.max_uncommitted_bytes` reached); retry after the Retry-After delay",

@@ -579,3 +579,101 @@ async fn large_results_stream_in_every_format_and_the_timeout_holds() {
         "{err}"
     );
 }
+
+/// One HTTP/1.1 request on an open connection; returns the status line, the headers and the
+/// body of the answer.
+async fn exchange(
+    conn: &mut tokio::net::TcpStream,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (String, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: gamelake\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "the server closed the connection: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    while buf.len() < end + length {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection mid-answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let (status, headers) = head.split_once("\r\n").unwrap();
+    let body = String::from_utf8_lossy(&buf[end..end + length]).to_string();
+    (status.to_string(), headers.to_lowercase(), body)
+}
+
+/// Backpressure: past `ingest.max_uncommitted_bytes` a body is refused with 503 and
+/// Retry-After, read to its end so that the client's connection stays open, and nothing of it
+/// is stored; the same body sent again after the commit is stored once.
+#[tokio::test]
+async fn backpressure_answers_503_keeps_the_connection_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[ingest]\nmax_uncommitted_bytes = 1\n[lake]\ncommit_interval_ms = 3000\n",
+    );
+    // Two bodies of 4 000 lines (~1.1 MB each: more than the server reads ahead).
+    let body = |batch: &str| {
+        let mut b = String::new();
+        for i in 0..4000 {
+            b.push_str(&format!(
+                "2026-11-28T02:10:12.004+09:00 [login] {{server=kr-01, account_id={i}, os=android, log_id={batch}-{i}, note='{}'}}\n",
+                "x".repeat(200)
+            ));
+        }
+        b.into_bytes()
+    };
+    let (first, second) = (body("a"), body("b"));
+    let port = s.url.rsplit(':').next().unwrap();
+    let mut conn = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let (status, _, answer) = exchange(&mut conn, "POST", "/v1/logs", &first).await;
+    assert!(status.contains(" 200 "), "{status} {answer}");
+    // The first body waits for its commit (3 s): the second is refused.
+    let (status, headers, answer) = exchange(&mut conn, "POST", "/v1/logs", &second).await;
+    assert!(status.contains(" 503 "), "{status} {answer}");
+    assert!(headers.contains("retry-after:"), "{headers}");
+    assert!(answer.contains("max_uncommitted_bytes"), "{answer}");
+    // The same connection still answers.
+    let (status, _, answer) = exchange(&mut conn, "GET", "/metrics", b"").await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(answer.contains("gamelake_ingest_lines_total"), "{answer}");
+    // Once the first body is committed, the second is accepted, on the same connection.
+    s.wait_for("SELECT count(*) FROM silver.login", one(4000))
+        .await;
+    let (status, _, answer) = exchange(&mut conn, "POST", "/v1/logs", &second).await;
+    assert!(status.contains(" 200 "), "{status} {answer}");
+    s.wait_for("SELECT count(*) FROM silver.login", one(8000))
+        .await;
+    let mut ids = s.stored_log_ids().await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 8000);
+}
