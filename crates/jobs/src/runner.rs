@@ -499,19 +499,21 @@ impl Runner {
     /// partitions at once: at most [`BATCH_PARTITIONS`] partitions or about [`BATCH_ROWS`] rows
     /// a commit. A backfill of hourly partitions so makes one commit a day instead of 24. Each
     /// partition still has its own run in the log (those committed together share their end
-    /// and their version). A partition whose query fails, or whose commit fails, is built again
-    /// alone with the job's retries. `done` sees each partition's final run.
+    /// and their version). With `retries`, a partition whose query fails, or whose commit
+    /// fails, is built again alone with the job's retries (without, its failed run is final:
+    /// the scheduler plans retries itself). `done` sees each partition's final run.
     pub async fn run_batched(
         &self,
         job: &JobSpec,
         parts: &[Partition],
         trigger: Trigger,
         now: impl Fn() -> DateTime<Utc>,
+        retries: bool,
         mut done: impl FnMut(&RunRecord),
     ) {
         if job.reads_itself() {
             for &p in parts {
-                done(&self.run_from(job, p, trigger, &now, true, 1).await);
+                done(&self.run_from(job, p, trigger, &now, retries, 1).await);
             }
             return;
         }
@@ -545,19 +547,26 @@ impl Runner {
                             .first()
                             .is_some_and(|(.., first)| first.schema != q.schema);
                     if full {
-                        self.commit_pending(job, &mut pending, &now, &mut again, &mut done)
-                            .await;
+                        self.commit_pending(
+                            job,
+                            &mut pending,
+                            &now,
+                            retries,
+                            &mut again,
+                            &mut done,
+                        )
+                        .await;
                     }
                     pending.push((record, started, p, q));
                 }
                 Err(e) => {
                     fail(&mut record, e);
                     self.finish(&mut record, started, &now);
-                    self.retry_or_done(job, p, &record, &mut again, &mut done);
+                    self.retry_or_done(job, p, &record, retries, &mut again, &mut done);
                 }
             }
         }
-        self.commit_pending(job, &mut pending, &now, &mut again, &mut done)
+        self.commit_pending(job, &mut pending, &now, retries, &mut again, &mut done)
             .await;
         for p in again {
             done(&self.run_from(job, p, trigger, &now, true, 2).await);
@@ -570,6 +579,7 @@ impl Runner {
         job: &JobSpec,
         pending: &mut Vec<(RunRecord, Instant, Partition, Queried)>,
         now: &impl Fn() -> DateTime<Utc>,
+        retries: bool,
         again: &mut Vec<Partition>,
         done: &mut impl FnMut(&RunRecord),
     ) {
@@ -599,7 +609,7 @@ impl Runner {
                 Err(e) => fail(&mut record, anyhow::anyhow!("{e:#}")),
             }
             self.finish(&mut record, started, now);
-            self.retry_or_done(job, p, &record, again, done);
+            self.retry_or_done(job, p, &record, retries, again, done);
         }
     }
 
@@ -609,10 +619,11 @@ impl Runner {
         job: &JobSpec,
         p: Partition,
         record: &RunRecord,
+        retries: bool,
         again: &mut Vec<Partition>,
         done: &mut impl FnMut(&RunRecord),
     ) {
-        if record.status.is_failure() && job.retries > 0 {
+        if retries && record.status.is_failure() && job.retries > 0 {
             again.push(p);
         } else {
             done(record);
@@ -686,7 +697,7 @@ const QUERIES_AT_ONCE: usize = 2;
 pub const BATCH_PARTITIONS: usize = 48;
 /// A commit of [`Runner::run_batched`] holds about this many rows at most (one partition's
 /// rows are never split).
-pub const BATCH_ROWS: u64 = 1_000_000;
+pub const BATCH_ROWS: u64 = 250_000;
 
 /// A partition's rows, queried and not yet committed.
 struct Queried {

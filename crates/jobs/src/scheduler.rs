@@ -378,22 +378,26 @@ impl Scheduler {
         self.in_flight.lock().expect("in-flight lock").contains(key)
     }
 
-    /// Starts `run` under `key` if a slot is free (`None`: none is). When it ends, the key and
+    /// Starts `run` under `keys` if a slot is free (`None`: none is). When it ends, the keys and
     /// the slot are freed and the loop is woken to start what is due next.
     fn launch(
         &self,
-        key: (String, String),
+        keys: Vec<(String, String)>,
         run: impl std::future::Future<Output = Vec<RunRecord>> + Send + 'static,
     ) -> Option<JoinHandle<Vec<RunRecord>>> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         self.in_flight
             .lock()
             .expect("in-flight lock")
-            .insert(key.clone());
+            .extend(keys.iter().cloned());
         let (in_flight, wake) = (self.in_flight.clone(), self.wake.clone());
         Some(tokio::spawn(async move {
             let records = run.await;
-            in_flight.lock().expect("in-flight lock").remove(&key);
+            let mut running = in_flight.lock().expect("in-flight lock");
+            for key in &keys {
+                running.remove(key);
+            }
+            drop(running);
             drop(permit);
             wake.notify_one();
             records
@@ -413,12 +417,26 @@ impl Scheduler {
             );
         }
         let mut started = Vec::new();
+        // First attempts of a job that does not read its own table, for one trigger, are built
+        // together (one commit for many partitions: a catch-up after downtime, late rows in
+        // many hours); the others one by one.
+        let mut batches: Vec<(JobSpec, Trigger, Vec<Partition>)> = Vec::new();
         for due in plan(&self.jobs, &runs, &rows, now, &self.settings) {
             let key = (due.job.clone(), due.partition.to_string());
             if self.is_running(&key) {
                 continue;
             }
             let job = self.jobs.get(&due.job).expect("planned jobs exist").clone();
+            if due.attempt == 1 && !job.reads_itself() {
+                match batches
+                    .iter_mut()
+                    .find(|(j, t, _)| j.name == job.name && *t == due.trigger)
+                {
+                    Some((_, _, parts)) => parts.push(due.partition),
+                    None => batches.push((job, due.trigger, vec![due.partition])),
+                }
+                continue;
+            }
             let (runner, clock) = (self.runner.clone(), self.clock.clone());
             let run = async move {
                 let now = move || clock.now();
@@ -428,7 +446,36 @@ impl Scheduler {
                         .await,
                 ]
             };
-            match self.launch(key, run) {
+            match self.launch(vec![key], run) {
+                Some(handle) => started.push(handle),
+                None => break,
+            }
+        }
+        for (job, trigger, parts) in batches {
+            let keys = parts
+                .iter()
+                .map(|p| (job.name.clone(), p.to_string()))
+                .collect();
+            let (runner, clock) = (self.runner.clone(), self.clock.clone());
+            let run = async move {
+                let now = move || clock.now();
+                // One snapshot of the silver tables for the whole batch.
+                let runner = match runner.frozen().await {
+                    Ok(frozen) => frozen,
+                    Err(e) => {
+                        tracing::warn!(job = %job.name, error = %e, "building the batch without a snapshot");
+                        runner
+                    }
+                };
+                let mut records = Vec::new();
+                runner
+                    .run_batched(&job, &parts, trigger, now, false, |r| {
+                        records.push(r.clone())
+                    })
+                    .await;
+                records
+            };
+            match self.launch(keys, run) {
                 Some(handle) => started.push(handle),
                 None => break,
             }
@@ -469,7 +516,7 @@ impl Scheduler {
                     }
                     records
                 };
-                match self.launch(key, run) {
+                match self.launch(vec![key], run) {
                     Some(handle) => started.push(handle),
                     None => break,
                 }

@@ -448,7 +448,7 @@ async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_
     let frozen = runner.frozen().await.unwrap();
     let mut done = Vec::new();
     frozen
-        .run_batched(&job, &parts, Trigger::Backfill, now, |r| {
+        .run_batched(&job, &parts, Trigger::Backfill, now, true, |r| {
             done.push(r.clone())
         })
         .await;
@@ -514,7 +514,7 @@ async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_
         .frozen()
         .await
         .unwrap()
-        .run_batched(&job, &parts, Trigger::Backfill, now, |_| again += 1)
+        .run_batched(&job, &parts, Trigger::Backfill, now, true, |_| again += 1)
         .await;
     assert_eq!(again, 48);
     assert_eq!(
@@ -530,7 +530,7 @@ async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_
         .frozen()
         .await
         .unwrap()
-        .run_batched(&job, &late, Trigger::LateData, now, |r| {
+        .run_batched(&job, &late, Trigger::LateData, now, true, |r| {
             assert_eq!(r.status, RunStatus::Succeeded, "{r:?}")
         })
         .await;
@@ -539,4 +539,58 @@ async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_
         listed(lake.clone()).await,
         ["2026-11-01T0=2", "2026-11-01T10=3", "2026-11-02T3=2"]
     );
+}
+
+#[tokio::test]
+async fn a_catch_up_of_many_hours_is_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+    let jobs_dir = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    std::fs::write(
+        jobs_dir.join("hourly_logins.sql"),
+        "-- granularity: hour\n-- depends_on: silver.login\n\
+         SELECT :date AS event_date, :hour AS event_hour, count(*) AS logins\n\
+         FROM silver.login WHERE event_time >= :start AND event_time < :end",
+    )
+    .unwrap();
+    let jobs = kept(Some(&jobs_dir), &["hourly_logins"]);
+    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
+    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
+    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
+        .await
+        .unwrap();
+    logins(&mut sink, &[1, 2], "2026-10-31T15:10:00Z", "2026-11-01", 1).await;
+    logins(&mut sink, &[3], "2026-11-01T01:10:00Z", "2026-11-01", 2).await;
+    // Down all of 11-01 (Seoul); back at 00:20 on 11-02: every hour of the last day is due.
+    let clock = ManualClock::new(utc("2026-11-01T15:20:00Z"));
+    let settings = Settings {
+        catch_up: Duration::from_secs(86400),
+        late_data_days: 7,
+        concurrency: 2,
+    };
+    let s = Scheduler::new(jobs, runner, None, Arc::new(clock.clone()), settings);
+    let runs = tick(&s).await;
+    assert_eq!(runs.len(), 24, "{:?}", summary(&runs));
+    assert!(runs
+        .iter()
+        .all(|r| r.status == RunStatus::Succeeded && r.trigger.as_str() == "schedule"));
+    // One commit for the 24 hours.
+    assert!(runs.iter().all(|r| r.version == Some(0)), "{runs:?}");
+    let target = TableId::new("gold", "hourly_logins");
+    assert_eq!(
+        lake.load(&target).await.unwrap().unwrap().version(),
+        Some(0)
+    );
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT sum(logins) || '/' || count(*) FROM gold.hourly_logins"
+        )
+        .await,
+        "3/24"
+    );
+    // Nothing more is due.
+    clock.advance(Duration::from_secs(30));
+    assert!(tick(&s).await.is_empty());
 }

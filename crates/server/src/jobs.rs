@@ -429,7 +429,7 @@ pub async fn backfill(
     let runner = ctx.runner.frozen().await?;
     for j in order {
         runner
-            .run_batched(j, &parts, Trigger::Backfill, Utc::now, |r| {
+            .run_batched(j, &parts, Trigger::Backfill, Utc::now, true, |r| {
                 progress.step(&describe(r));
                 if r.status != RunStatus::Succeeded {
                     failed.push(format!("{} {}", r.job, r.partition));
