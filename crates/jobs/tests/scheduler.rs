@@ -62,6 +62,41 @@ fn kept(dir: Option<&std::path::Path>, names: &[&str]) -> Jobs {
     Jobs::ordered(jobs.cloned().collect()).unwrap()
 }
 
+/// A lake in a temp dir with `sql_files` (name, text) in its jobs folder; the shipped and
+/// written jobs named in `names`; a run log, a runner, and a sink into `silver.login`.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    lake: Lake,
+    jobs: Jobs,
+    log: RunLog,
+    runner: Runner,
+    sink: DeltaSink,
+}
+
+async fn fixture(sql_files: &[(&str, &str)], names: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
+    let jobs_dir = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    for (name, text) in sql_files {
+        std::fs::write(jobs_dir.join(format!("{name}.sql")), text).unwrap();
+    }
+    let jobs = kept(Some(&jobs_dir), names);
+    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
+    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
+    let sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        lake,
+        jobs,
+        log,
+        runner,
+        sink,
+    }
+}
+
 async fn tick(s: &Scheduler) -> Vec<RunRecord> {
     let mut out = Vec::new();
     for h in s.tick().await.unwrap() {
@@ -105,22 +140,22 @@ async fn scalar(lake: &Lake, sql: &str) -> String {
 
 #[tokio::test]
 async fn cron_catch_up_dependencies_late_data_and_retries() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
-    let jobs_dir = dir.path().join("jobs");
-    std::fs::create_dir_all(&jobs_dir).unwrap();
     // A job that always fails, retried once after 60 s.
-    std::fs::write(
-        jobs_dir.join("broken.sql"),
-        "-- retries: 1\n-- retry_backoff: 60s\nSELECT :date AS event_date, no_such_column FROM silver.login",
+    let Fixture {
+        _dir,
+        lake,
+        jobs,
+        log,
+        runner,
+        mut sink,
+    } = fixture(
+        &[(
+            "broken",
+            "-- retries: 1\n-- retry_backoff: 60s\nSELECT :date AS event_date, no_such_column FROM silver.login",
+        )],
+        &["first_days", "dau", "revenue", "broken"],
     )
-    .unwrap();
-    let jobs = kept(Some(&jobs_dir), &["first_days", "dau", "revenue", "broken"]);
-    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
-    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
-    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
-        .await
-        .unwrap();
+    .await;
     // Two accounts on 10-31, three on 11-01 (Seoul days).
     logins(&mut sink, &[1, 2], "2026-10-31T03:00:00Z", "2026-10-31", 1).await;
     logins(
@@ -406,28 +441,28 @@ async fn maintenance_runs_on_its_cron_and_compacts() {
 
 #[tokio::test]
 async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
-    let jobs_dir = dir.path().join("jobs");
-    std::fs::create_dir_all(&jobs_dir).unwrap();
     // An hourly count of logins whose 05:00 hour of 11-01 fails to plan (a cast of 'x').
-    std::fs::write(
-        jobs_dir.join("hourly_logins.sql"),
-        "-- granularity: hour\n-- retries: 1\n-- retry_backoff: 1ms\n-- depends_on: silver.login\n\
-         SELECT :date AS event_date, :hour AS event_hour, count(*) AS logins,\n\
-           CAST(CASE WHEN :date = DATE '2026-11-01' AND :hour = 5 THEN 'x' ELSE '0' END AS INT) AS boom\n\
-         FROM silver.login WHERE event_time >= :start AND event_time < :end",
+    let Fixture {
+        _dir,
+        lake,
+        jobs,
+        log,
+        runner,
+        mut sink,
+    } = fixture(
+        &[(
+            "hourly_logins",
+            "-- granularity: hour\n-- retries: 1\n-- retry_backoff: 1ms\n-- depends_on: silver.login\n\
+             SELECT :date AS event_date, :hour AS event_hour, count(*) AS logins,\n\
+               CAST(CASE WHEN :date = DATE '2026-11-01' AND :hour = 5 THEN 'x' ELSE '0' END AS INT) AS boom\n\
+             FROM silver.login WHERE event_time >= :start AND event_time < :end",
+        )],
+        &["hourly_logins", "first_days"],
     )
-    .unwrap();
-    let jobs = kept(Some(&jobs_dir), &["hourly_logins", "first_days"]);
+    .await;
     let job = jobs.find("hourly_logins").unwrap().clone();
     assert!(!job.reads_itself());
     assert!(jobs.find("first_days").unwrap().reads_itself());
-    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
-    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
-    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
-        .await
-        .unwrap();
     // Seoul hours 00, 05 and 10 of 11-01, 03 of 11-02.
     logins(&mut sink, &[1, 2], "2026-10-31T15:10:00Z", "2026-11-01", 1).await;
     logins(&mut sink, &[3], "2026-10-31T20:10:00Z", "2026-11-01", 2).await;
@@ -543,23 +578,23 @@ async fn a_batched_backfill_commits_many_hours_at_once_and_retries_a_failed_one_
 
 #[tokio::test]
 async fn a_catch_up_of_many_hours_is_one_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&dir.path().join("lake").display().to_string()).unwrap();
-    let jobs_dir = dir.path().join("jobs");
-    std::fs::create_dir_all(&jobs_dir).unwrap();
-    std::fs::write(
-        jobs_dir.join("hourly_logins.sql"),
-        "-- granularity: hour\n-- depends_on: silver.login\n\
-         SELECT :date AS event_date, :hour AS event_hour, count(*) AS logins\n\
-         FROM silver.login WHERE event_time >= :start AND event_time < :end",
+    let Fixture {
+        _dir,
+        lake,
+        jobs,
+        runner,
+        mut sink,
+        ..
+    } = fixture(
+        &[(
+            "hourly_logins",
+            "-- granularity: hour\n-- depends_on: silver.login\n\
+             SELECT :date AS event_date, :hour AS event_hour, count(*) AS logins\n\
+             FROM silver.login WHERE event_time >= :start AND event_time < :end",
+        )],
+        &["hourly_logins"],
     )
-    .unwrap();
-    let jobs = kept(Some(&jobs_dir), &["hourly_logins"]);
-    let log = RunLog::open(&dir.path().join("_jobs")).unwrap();
-    let runner = Runner::new(lake.clone(), KpiConfig::default(), None, log.clone());
-    let mut sink = DeltaSink::open(&lake, TableId::new("silver", "login"), "event_date")
-        .await
-        .unwrap();
+    .await;
     logins(&mut sink, &[1, 2], "2026-10-31T15:10:00Z", "2026-11-01", 1).await;
     logins(&mut sink, &[3], "2026-11-01T01:10:00Z", "2026-11-01", 2).await;
     // Down all of 11-01 (Seoul); back at 00:20 on 11-02: every hour of the last day is due.
