@@ -489,7 +489,7 @@ impl Runner {
                 record.rows = Some(built.rows);
                 record.version = Some(built.version);
             }
-            Err(e) => fail(&mut record, e),
+            Err(e) => fail(&mut record, &e),
         }
         self.finish(&mut record, started, now);
         record
@@ -560,7 +560,7 @@ impl Runner {
                     pending.push((record, started, p, q));
                 }
                 Err(e) => {
-                    fail(&mut record, e);
+                    fail(&mut record, &e);
                     self.finish(&mut record, started, &now);
                     self.retry_or_done(job, p, &record, retries, &mut again, &mut done);
                 }
@@ -606,7 +606,7 @@ impl Runner {
                     record.rows = Some(rows);
                     record.version = Some(*version);
                 }
-                Err(e) => fail(&mut record, anyhow::anyhow!("{e:#}")),
+                Err(e) => fail(&mut record, e),
             }
             self.finish(&mut record, started, now);
             self.retry_or_done(job, p, &record, retries, again, done);
@@ -706,19 +706,30 @@ struct Queried {
     rows: u64,
 }
 
+/// A build or commit that ran longer than the job's `timeout`.
+#[derive(Debug)]
+struct TimedOut(std::time::Duration);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ran longer than the job's `timeout` of {:?}", self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
 fn timed_out(job: &JobSpec) -> anyhow::Error {
-    anyhow::anyhow!("ran longer than the job's `timeout` of {:?}", job.timeout)
+    TimedOut(job.timeout).into()
 }
 
 /// Marks a record failed (or timed out) with the error.
-fn fail(record: &mut RunRecord, e: anyhow::Error) {
-    let text = format!("{e:#}");
-    record.status = if text.starts_with("ran longer than the job's `timeout`") {
+fn fail(record: &mut RunRecord, e: &anyhow::Error) {
+    record.status = if e.is::<TimedOut>() {
         RunStatus::TimedOut
     } else {
         RunStatus::Failed
     };
-    record.error = Some(text);
+    record.error = Some(format!("{e:#}"));
 }
 
 /// The target's partition columns: the date column, and the hour for hourly jobs.
@@ -760,6 +771,24 @@ fn replace_predicate(job: &JobSpec, parts: &[Partition]) -> String {
 #[cfg(test)]
 mod day_rows_tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_is_told_from_other_failures_by_its_type() {
+        let mut r = RunRecord::start("j", "2026-11-01", Trigger::Backfill, 1, Utc::now());
+        let e: anyhow::Error = TimedOut(std::time::Duration::from_secs(5)).into();
+        fail(&mut r, &e.context("building 2026-11-01"));
+        assert_eq!(r.status, RunStatus::TimedOut);
+        assert!(
+            r.error.as_deref().unwrap().contains("`timeout` of 5s"),
+            "{r:?}"
+        );
+        // The same words in another error are a failure.
+        fail(
+            &mut r,
+            &anyhow::anyhow!("ran longer than the job's `timeout` of 5s"),
+        );
+        assert_eq!(r.status, RunStatus::Failed);
+    }
 
     fn at(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
