@@ -4,6 +4,7 @@
 #
 #   bench/jobs.sh [EVENTS] [DAYS]        (default 10 000 000 events over 7 days)
 #   JOBS="dau revenue" PEERS=duckdb bench/jobs.sh   (some jobs, with their upstream ones; no Spark)
+#   COMPACT=1 bench/jobs.sh    (tables compacted and checkpointed first, as maintenance keeps them)
 #
 # 1. `gamelake loadgen --dry-run --spread DAYSd` writes the events (mixed kv / NDJSON / bare
 #    lines, 200 000 accounts); `gamelake serve` ingests them; the server stops.
@@ -41,6 +42,9 @@ ACCEPTED=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^gamelake_ingest_lin
 wait_committed "$PORT" "$EVENTS"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 rm -f "$DIR"/part-* "$DIR/events.log"
+# `COMPACT=1`: compact and checkpoint the tables first, as the server's hourly maintenance
+# does (the peers then read the same compacted files).
+if [[ -n "${COMPACT:-}" ]]; then "$BIN" tables compact --data-dir "$DIR/data" >/dev/null 2>&1; fi
 # `KEEP=1 INGEST_ONLY=1`: stop here, keeping the data dir (e.g. to time builds by hand on it).
 [[ -n "${INGEST_ONLY:-}" ]] && { echo "ingested into $DIR/data" >&2; exit 0; }
 
