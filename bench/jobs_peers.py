@@ -126,7 +126,7 @@ for s in ("silver", "kpi", "gold"):
     con.execute(f"CREATE SCHEMA {s}")
 for t in silver:
     con.execute(
-        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet('{data}/silver/{t}/*=*/*.parquet', "
+        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet({live_files(f'{data}/silver/{t}')!r}, "
         "hive_partitioning = true, union_by_name = true)"
     )
 for v in views:
@@ -198,7 +198,10 @@ def run_spark():
         return re.sub(r"\b(silver|kpi|gold)\.([A-Za-z_][A-Za-z0-9_]*)", r"\1__\2", sql)
 
     for t in silver:
-        spark.read.option("mergeSchema", "true").parquet(f"{data}/silver/{t}").createOrReplaceTempView(f"silver__{t}")
+        # The files the table's Delta log keeps (compaction leaves replaced ones until vacuum).
+        spark.read.option("mergeSchema", "true").option("basePath", f"{data}/silver/{t}").parquet(
+            *live_files(f"{data}/silver/{t}")
+        ).createOrReplaceTempView(f"silver__{t}")
     for v in views:
         spark.sql(spark_names(v.replace("CREATE VIEW", "CREATE TEMPORARY VIEW", 1)))
     # Jobs whose table another job reads (revenue reads gold.dau): their rows become a view.
