@@ -103,6 +103,10 @@ def live_files(table):
     return [f"{table}/{urllib.parse.unquote(p)}" for p in sorted(files)]
 
 
+# Each silver table's live files, read from its log once for both peers.
+silver_files = {t: live_files(f"{data}/silver/{t}") for t in silver}
+
+
 def gold_scan(job):
     return f"read_parquet({live_files(f'{data}/gold/{job}')!r}, hive_partitioning = true)"
 
@@ -126,7 +130,7 @@ for s in ("silver", "kpi", "gold"):
     con.execute(f"CREATE SCHEMA {s}")
 for t in silver:
     con.execute(
-        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet({live_files(f'{data}/silver/{t}')!r}, "
+        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet({silver_files[t]!r}, "
         "hive_partitioning = true, union_by_name = true)"
     )
 for v in views:
@@ -200,7 +204,7 @@ def run_spark():
     for t in silver:
         # The files the table's Delta log keeps (compaction leaves replaced ones until vacuum).
         spark.read.option("mergeSchema", "true").option("basePath", f"{data}/silver/{t}").parquet(
-            *live_files(f"{data}/silver/{t}")
+            *silver_files[t]
         ).createOrReplaceTempView(f"silver__{t}")
     for v in views:
         spark.sql(spark_names(v.replace("CREATE VIEW", "CREATE TEMPORARY VIEW", 1)))

@@ -233,8 +233,18 @@ impl Runner {
         for dep in &job.depends_on {
             if let Dependency::Table { schema, table } = dep {
                 if table == "*" {
-                    for name in self.lake.list_tables(schema).await? {
-                        out.push(TableId::new(schema, name));
+                    // A frozen runner listed the silver tables once; others list them now.
+                    let listed = self
+                        .frozen_rows
+                        .as_ref()
+                        .filter(|_| schema.as_str() == gamelake_common::SCHEMA_SILVER);
+                    match listed {
+                        Some(rows) => out.extend(rows.keys().cloned()),
+                        None => {
+                            for name in self.lake.list_tables(schema).await? {
+                                out.push(TableId::new(schema, name));
+                            }
+                        }
                     }
                 } else {
                     out.push(TableId::new(schema, table));
@@ -372,22 +382,23 @@ impl Runner {
     ) -> anyhow::Result<u64> {
         let t0 = Instant::now();
         let target = job.target();
-        let schema = queried.first().map(|q| q.schema.clone());
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            anyhow::bail!("no partition to commit");
+        };
+        let label = match parts.len() {
+            1 => first.to_string(),
+            _ => format!("{first}..{last}"),
+        };
+        // A commit without rows still replaces the partitions (their rows are gone).
+        let empty = RecordBatch::new_empty(queried[0].schema.clone());
         let mut batches: Vec<RecordBatch> = queried.into_iter().flat_map(|q| q.batches).collect();
         if batches.is_empty() {
-            if let Some(schema) = schema {
-                batches.push(RecordBatch::new_empty(schema));
-            }
+            batches.push(empty);
         }
         let loaded = self
             .frozen_gold
             .as_ref()
             .and_then(|g| g.lock().expect("gold lock").remove(&target));
-        let label = match parts {
-            [p] => p.to_string(),
-            [first, .., last] => format!("{first}..{last}"),
-            [] => String::new(),
-        };
         let (version, table) = gamelake_lake::sink::replace_partition(
             &self.lake,
             &target,
