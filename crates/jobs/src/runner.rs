@@ -180,9 +180,10 @@ impl Runner {
         // Each silver table is read from its log once, not for its columns, its view and its
         // file list each.
         r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+        let names = r.lake.pin_all().await?;
         r.frozen = Some(r.engine().await?);
         let mut rows = HashMap::new();
-        for name in r.lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
+        for name in names {
             let id = TableId::new(gamelake_common::SCHEMA_SILVER, name);
             let files = r.source_files(&id).await?;
             rows.insert(id, files);

@@ -100,7 +100,12 @@ impl QueryEngine {
 
     /// Plans a read-only SQL statement (no DDL, no DML).
     pub async fn plan(&self, sql: &str) -> Result<DataFrame, LakeError> {
-        self.refresh().await?;
+        // Tables are found by name when a statement names them; the listing is only read by
+        // `SHOW TABLES` and `information_schema`, and costs one LIST per table (on S3, a request
+        // each), so statements that cannot read it do not pay for it.
+        if lists_tables(sql) {
+            self.refresh().await?;
+        }
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -120,6 +125,13 @@ impl QueryEngine {
     pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, LakeError> {
         Ok(self.plan(sql).await?.execute_stream().await?)
     }
+}
+
+/// Whether a statement may read the catalog's table listing (`SHOW …`, `information_schema`).
+/// Errs on the side of listing: any mention of either word counts.
+fn lists_tables(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("information_schema") || lower.contains("show")
 }
 
 /// One storage schema: its tables are the Delta tables under `<root>/<schema>/`.
@@ -155,5 +167,22 @@ impl SchemaProvider for LakeSchema {
             .expect("table name lock")
             .iter()
             .any(|n| n == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lists_tables;
+
+    #[test]
+    fn only_catalog_statements_list_the_tables() {
+        assert!(lists_tables("SHOW TABLES"));
+        assert!(lists_tables(
+            "select table_name from INFORMATION_SCHEMA.tables where table_schema = 'silver'"
+        ));
+        assert!(!lists_tables("SELECT count(*) FROM silver.login"));
+        assert!(!lists_tables(
+            "SELECT * FROM kpi.activity WHERE event_date = '2026-11-28'"
+        ));
     }
 }

@@ -6,12 +6,16 @@
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 use url::Url;
 
 use crate::LakeError;
+
+/// Tables [`Lake::pin_all`] loads at once: enough to overlap the store's latency, few enough
+/// for two cores and a store's request limits.
+const PIN_AT_ONCE: usize = 8;
 
 /// `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,6 +178,28 @@ impl Lake {
             }),
             ..self.clone()
         }
+    }
+
+    /// Loads every table of the pinned schema ([`Lake::pinned`]) a few at a time and returns
+    /// their names: the snapshots a frozen run then reads without waiting on the store once per
+    /// table in turn (a LIST and a few GETs each on S3).
+    pub async fn pin_all(&self) -> Result<Vec<String>, LakeError> {
+        let Some(p) = &self.pinned else {
+            return Ok(Vec::new());
+        };
+        let names = self.list_tables(&p.schema).await?;
+        // Owned futures and arguments: a borrow in them would not be `Send` for every
+        // lifetime the scheduler's spawned tasks need.
+        let ids: Vec<TableId> = names.iter().map(|n| TableId::new(&p.schema, n)).collect();
+        let loads = ids.into_iter().map(|id| {
+            let lake = self.clone();
+            async move { lake.load(&id).await }
+        });
+        futures::stream::iter(loads)
+            .buffer_unordered(PIN_AT_ONCE)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(names)
     }
 
     /// Loads the latest snapshot of a table (the pinned one, see [`Lake::pinned`]), or `None` if
