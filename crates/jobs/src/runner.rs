@@ -63,12 +63,14 @@ impl SchemaProvider for KpiSchema {
             return Ok(None);
         }
         let external = |e: anyhow::Error| DataFusionError::External(e.into());
-        let tables = silver_columns(&self.lake).await.map_err(external)?;
+        // Each silver table's log is read once, for its columns and for the view's scans.
+        let lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+        let tables = silver_columns(&lake).await.map_err(external)?;
         let Some((_, sql)) = self.kpi.views(&tables).into_iter().find(|(v, _)| v == name) else {
             return Ok(None);
         };
         // Planned in a session of its own: the view's scans hold their tables' snapshots.
-        let plan = QueryEngine::new(self.lake.clone())
+        let plan = QueryEngine::new(lake)
             .plan(&sql)
             .await
             .map_err(|e| external(anyhow::anyhow!("planning view kpi.{name}: {e}")))?

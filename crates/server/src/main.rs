@@ -473,8 +473,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
 
 /// Transparent huge pages off for this process. The allocator asks for them on its arenas, and
 /// each first touch of a 2 MiB page then zeroes all of it: RSS 100–150 MiB higher at the
-/// ingest maximum and 40 % higher in job builds, with twice their system time and no gain in
-/// throughput (BENCHMARKS.md, seventh session).
+/// ingest maximum and about twice as high in job builds, with twice their system time. Ingest
+/// loses 0–5 % of its maximum without them (BENCHMARKS.md, seventh session).
 #[allow(unsafe_code)]
 fn without_huge_pages() {
     #[cfg(target_os = "linux")]
