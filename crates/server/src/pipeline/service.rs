@@ -369,9 +369,6 @@ async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg
 /// finished, while the OS time-slices separate threads.
 fn commit_runtime() -> tokio::runtime::Handle {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    // The blocking pool runs the object store's file writes and the background checkpoints.
-    // With tokio's default of 512 it grew to ~100 threads at 250 000 events/s after two
-    // minutes; with 16 the server keeps 23–28 threads, for the same throughput and RSS and
-    // 6 % less CPU in one run (BENCHMARKS.md, seventh session).
-    crate::stage_runtime(&RUNTIME, "gamelake-commit", 16, Duration::from_secs(10))
+    // tokio's defaults for the blocking pool (object-store writes).
+    crate::stage_runtime(&RUNTIME, "gamelake-commit", 512, Duration::from_secs(10))
 }
