@@ -6,16 +6,12 @@
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 use url::Url;
 
 use crate::LakeError;
-
-/// Tables [`Lake::pin_all`] loads at once: enough to overlap the store's latency, few enough
-/// for two cores and a store's request limits.
-const PIN_AT_ONCE: usize = 8;
 
 /// `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,25 +176,19 @@ impl Lake {
         }
     }
 
-    /// Loads every table of the pinned schema ([`Lake::pinned`]) a few at a time and returns
-    /// their names: the snapshots a frozen run then reads without waiting on the store once per
-    /// table in turn (a LIST and a few GETs each on S3).
+    /// Loads every table of the pinned schema ([`Lake::pinned`]) and returns their names: the
+    /// snapshots a frozen run then reads. One table at a time: a load holds a blocking thread
+    /// while the kernel waits on the object store's blocking file reads, so loads at once can
+    /// fill a small blocking pool (the jobs runtime has four threads) and wait on each other
+    /// for ever.
     pub async fn pin_all(&self) -> Result<Vec<String>, LakeError> {
         let Some(p) = &self.pinned else {
             return Ok(Vec::new());
         };
         let names = self.list_tables(&p.schema).await?;
-        // Owned futures and arguments: a borrow in them would not be `Send` for every
-        // lifetime the scheduler's spawned tasks need.
-        let ids: Vec<TableId> = names.iter().map(|n| TableId::new(&p.schema, n)).collect();
-        let loads = ids.into_iter().map(|id| {
-            let lake = self.clone();
-            async move { lake.load(&id).await }
-        });
-        futures::stream::iter(loads)
-            .buffer_unordered(PIN_AT_ONCE)
-            .try_collect::<Vec<_>>()
-            .await?;
+        for name in &names {
+            self.load(&TableId::new(&p.schema, name)).await?;
+        }
         Ok(names)
     }
 
