@@ -122,16 +122,25 @@ impl KpiConfig {
 /// `None` when it has none. (Games name a field differently by format: `account_id` is a
 /// number in kv lines and `playerId` a text in bare ones, so they meet as text.)
 pub fn coalesce_of(columns: &[String], fields: &[String], cast: &str) -> Option<String> {
-    let present: Vec<String> = fields
-        .iter()
-        .filter(|f| columns.iter().any(|c| c == *f))
-        .map(|f| format!("CAST({} AS {cast})", quote(f)))
-        .collect();
+    let present = each_present(columns, fields, |f| format!("CAST({f} AS {cast})"));
     match present.len() {
         0 => None,
         1 => Some(present[0].clone()),
         _ => Some(format!("coalesce({})", present.join(", "))),
     }
+}
+
+/// `expr` of each of the role's fields the table has (quoted), in the role's order.
+fn each_present(
+    columns: &[String],
+    fields: &[String],
+    expr: impl Fn(&str) -> String,
+) -> Vec<String> {
+    fields
+        .iter()
+        .filter(|f| columns.contains(f))
+        .map(|f| expr(&quote(f)))
+        .collect()
 }
 
 struct Tables<'a> {
@@ -153,12 +162,7 @@ impl Tables<'_> {
     /// `role(…) IS NOT NULL` without casting every value to test it (a cast of a value is NULL
     /// only when the value is).
     fn any_present(&self, table: &str, fields: &[String]) -> String {
-        let cols = &self.tables[table];
-        let present: Vec<String> = fields
-            .iter()
-            .filter(|f| cols.iter().any(|c| c == *f))
-            .map(|f| format!("{} IS NOT NULL", quote(f)))
-            .collect();
+        let present = each_present(&self.tables[table], fields, |f| format!("{f} IS NOT NULL"));
         match present.len() {
             0 => "false".to_string(),
             1 => present[0].clone(),
@@ -168,7 +172,7 @@ impl Tables<'_> {
 
     fn has_any(&self, table: &str, fields: &[String]) -> bool {
         let cols = &self.tables[table];
-        fields.iter().any(|f| cols.iter().any(|c| c == f))
+        fields.iter().any(|f| cols.contains(f))
     }
 
     /// The tables of these codes that exist, in the order given.

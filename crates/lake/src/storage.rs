@@ -176,22 +176,6 @@ impl Lake {
         }
     }
 
-    /// Loads every table of the pinned schema ([`Lake::pinned`]) and returns their names: the
-    /// snapshots a frozen run then reads. One table at a time: a load holds a blocking thread
-    /// while the kernel waits on the object store's blocking file reads, so loads at once can
-    /// fill a small blocking pool (the jobs runtime has four threads) and wait on each other
-    /// for ever.
-    pub async fn pin_all(&self) -> Result<Vec<String>, LakeError> {
-        let Some(p) = &self.pinned else {
-            return Ok(Vec::new());
-        };
-        let names = self.list_tables(&p.schema).await?;
-        for name in &names {
-            self.load(&TableId::new(&p.schema, name)).await?;
-        }
-        Ok(names)
-    }
-
     /// Loads the latest snapshot of a table (the pinned one, see [`Lake::pinned`]), or `None` if
     /// it does not exist yet.
     pub async fn load(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
