@@ -2,7 +2,7 @@
 //! SQL with the partition's parameters, and one Delta commit that replaces exactly that
 //! partition of `gold.<job>` (`replaceWhere`), so a re-run is idempotent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -157,6 +157,18 @@ pub struct Runner {
     frozen_rows: Option<Arc<HashMap<TableId, Vec<SourceFile>>>>,
     /// Gold tables as this runner last wrote them ([`Runner::frozen`]).
     frozen_gold: Option<Arc<std::sync::Mutex<HashMap<TableId, DeltaTable>>>>,
+    /// The silver tables' columns the frozen views were built over ([`Runner::frozen`]).
+    frozen_columns: Option<Arc<BTreeMap<String, Vec<String>>>>,
+    /// The silver tables each job reads ([`Runner::silver_reads`]), shared by clones.
+    reads: Arc<tokio::sync::Mutex<ReadSets>>,
+}
+
+/// The silver tables jobs read, as planned over silver tables with these columns.
+#[derive(Default)]
+struct ReadSets {
+    columns: Arc<BTreeMap<String, Vec<String>>>,
+    /// Job name → the silver tables its SQL reads.
+    jobs: HashMap<String, BTreeSet<String>>,
 }
 
 impl Runner {
@@ -169,6 +181,8 @@ impl Runner {
             frozen: None,
             frozen_rows: None,
             frozen_gold: None,
+            frozen_columns: None,
+            reads: Arc::default(),
         }
     }
 
@@ -195,7 +209,55 @@ impl Runner {
         }
         r.frozen_rows = Some(Arc::new(rows));
         r.frozen_gold = Some(Arc::default());
+        r.frozen_columns = Some(Arc::new(tables));
         Ok(r)
+    }
+
+    /// This runner reading each silver table at most once until it is dropped (frozen runners
+    /// already do): for one pass that counts rows of many jobs.
+    pub fn pinned_silver(&self) -> Self {
+        let mut r = self.clone();
+        if r.frozen.is_none() {
+            r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+        }
+        r
+    }
+
+    /// The silver tables `job`'s SQL reads, through the `kpi` views: planned once per job while
+    /// the silver tables' columns stay the same (a view gains a table when a table gains one of
+    /// its fields). `silver.*` in `depends_on` watches these tables for late rows, so a late
+    /// heartbeat does not rebuild the item economy.
+    pub async fn silver_reads(&self, job: &JobSpec) -> anyhow::Result<BTreeSet<String>> {
+        let columns = match &self.frozen_columns {
+            Some(c) => c.clone(),
+            None => Arc::new(self.silver_columns().await?),
+        };
+        let mut sets = self.reads.lock().await;
+        if sets.columns != columns {
+            *sets = ReadSets {
+                columns: columns.clone(),
+                jobs: HashMap::new(),
+            };
+        }
+        if let Some(reads) = sets.jobs.get(&job.name) {
+            return Ok(reads.clone());
+        }
+        let engine = match &self.frozen {
+            Some(e) => e.clone(),
+            None => self.engine_over(&columns).await?,
+        };
+        // Any partition plans the same scans; today's is at hand.
+        let today = Utc::now().with_timezone(&job.time_zone).date_naive();
+        let p = Partition {
+            date: today,
+            hour: (job.granularity == Granularity::Hour).then_some(0),
+        };
+        let sql = job
+            .sql_for(p, today)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", job.source))?;
+        let reads = planned_reads(&engine, &sql).await?;
+        sets.jobs.insert(job.name.clone(), reads.clone());
+        Ok(reads)
     }
 
     pub fn lake(&self) -> &Lake {
@@ -241,23 +303,34 @@ impl Runner {
         Ok(engine)
     }
 
-    /// The tables a job reads, from its `depends_on` (`silver.*` names every silver table).
+    /// The tables whose late rows rebuild a job's partitions, from its `depends_on`:
+    /// `silver.*` names the silver tables its SQL reads ([`Runner::silver_reads`]).
     pub async fn source_tables(&self, job: &JobSpec) -> anyhow::Result<Vec<TableId>> {
         let mut out = Vec::new();
         for dep in &job.depends_on {
             if let Dependency::Table { schema, table } = dep {
                 if table == "*" {
+                    let silver = schema.as_str() == gamelake_common::SCHEMA_SILVER;
                     // A frozen runner listed the silver tables once; others list them now.
-                    let listed = self
-                        .frozen_rows
-                        .as_ref()
-                        .filter(|_| schema.as_str() == gamelake_common::SCHEMA_SILVER);
-                    match listed {
-                        Some(rows) => out.extend(rows.keys().cloned()),
-                        None => {
-                            for name in self.lake.list_tables(schema).await? {
-                                out.push(TableId::new(schema, name));
-                            }
+                    let listed: Vec<String> = match self.frozen_rows.as_ref().filter(|_| silver) {
+                        Some(rows) => rows.keys().map(|id| id.name.clone()).collect(),
+                        None => self.lake.list_tables(schema).await?,
+                    };
+                    // Of the silver tables, those the SQL reads; all of them while it cannot be
+                    // planned (an upstream gold table not built yet).
+                    let reads = match silver {
+                        true => self
+                            .silver_reads(job)
+                            .await
+                            .inspect_err(|e| {
+                                tracing::debug!(job = %job.name, error = %e, "cannot plan the tables the job reads")
+                            })
+                            .ok(),
+                        false => None,
+                    };
+                    for name in listed {
+                        if reads.as_ref().is_none_or(|r| r.contains(&name)) {
+                            out.push(TableId::new(schema, name));
                         }
                     }
                 } else {
@@ -675,7 +748,7 @@ impl Runner {
             tracing::error!(error = %e, "cannot write the run log");
         }
         let started = Instant::now();
-        match self.day_rows(job, p.date).await {
+        match self.pinned_silver().day_rows(job, p.date).await {
             Ok(day) => {
                 record.input_rows = Some(day.total);
                 record.input_hour_rows = p.hour.map(|h| day.hours[usize::from(h) % 24]);
@@ -796,6 +869,24 @@ fn replace_predicate(job: &JobSpec, parts: &[Partition]) -> String {
         })
         .collect();
     terms.join(" OR ")
+}
+
+/// The silver tables a statement reads: the scans of its optimized plan (views are inlined when
+/// planned, and union branches the optimizer proved empty read nothing).
+async fn planned_reads(engine: &QueryEngine, sql: &str) -> anyhow::Result<BTreeSet<String>> {
+    use gamelake_lake::datafusion::common::tree_node::TreeNodeRecursion;
+    use gamelake_lake::datafusion::logical_expr::LogicalPlan;
+    let plan = engine.plan(sql).await?.into_optimized_plan()?;
+    let mut out = BTreeSet::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if scan.table_name.schema() == Some(gamelake_common::SCHEMA_SILVER) {
+                out.insert(scan.table_name.table().to_string());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!   so they run at start.
 //! - **late data**: it was built, and its source tables now hold more rows in its day than when
 //!   that build started (rows arrived late). Only days within `late_data_days` are watched;
-//!   compaction keeps row counts, so it never triggers a rebuild.
+//!   compaction keeps row counts, so it never triggers a rebuild. For `silver.*` the source
+//!   tables are the silver tables the job's SQL reads through the `kpi` views
+//!   ([`crate::runner::Runner::silver_reads`]): late item events rebuild the item economy, not revenue.
 //! - **upstream**: a job it depends on rebuilt the partition after it was built.
 //!
 //! A due partition waits while a run of it is going on, while a job it depends on has not built
@@ -410,10 +412,12 @@ impl Scheduler {
         let runs = self.runner.log().runs();
         let mut cache = HashMap::new();
         let mut rows = SourceRows::new();
+        // Each silver table is read once for every job's rows and the tables each job reads.
+        let counter = self.runner.pinned_silver();
         for job in self.jobs.all() {
             rows.insert(
                 job.name.clone(),
-                self.runner.source_rows(job, &mut cache).await?,
+                counter.source_rows(job, &mut cache).await?,
             );
         }
         let mut started = Vec::new();

@@ -145,8 +145,8 @@ impl std::fmt::Display for Partition {
 pub enum Dependency {
     /// Another job: this job's partition runs after that job built the same partition.
     Job(String),
-    /// A table (`silver.payment`) or all tables of a schema (`silver.*`): new rows in a built
-    /// partition make the job build it again.
+    /// A table (`silver.payment`) or all tables of a schema (`silver.*`; of silver, the ones
+    /// the job's SQL reads): new rows in a built partition make the job build it again.
     Table { schema: String, table: String },
 }
 

@@ -11,7 +11,7 @@ use gamelake_jobs::{
     Trigger,
 };
 use gamelake_lake::arrow::array::{
-    Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use gamelake_lake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use gamelake_lake::{DeltaSink, Lake, QueryEngine, TableId, TableSink};
@@ -22,7 +22,21 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 /// Logins of `accounts` at `at` (UTC) on game day `day`, committed as WAL offset `offset`.
 async fn logins(sink: &mut DeltaSink, accounts: &[i64], at: &str, day: &str, offset: u64) {
-    let schema = Arc::new(Schema::new(vec![
+    events(sink, "login", accounts, None, at, day, offset).await;
+}
+
+/// Events of `code` by `accounts` (paying `price_krw` when given) at `at` (UTC) on game day
+/// `day`, committed as WAL offset `offset`.
+async fn events(
+    sink: &mut DeltaSink,
+    code: &str,
+    accounts: &[i64],
+    price_krw: Option<i64>,
+    at: &str,
+    day: &str,
+    offset: u64,
+) {
+    let mut fields = vec![
         Field::new("code", DataType::Utf8, false),
         Field::new("account_id", DataType::Int64, true),
         Field::new(
@@ -31,24 +45,25 @@ async fn logins(sink: &mut DeltaSink, accounts: &[i64], at: &str, day: &str, off
             false,
         ),
         Field::new("event_date", DataType::Date32, false),
-    ]));
+    ];
     let n = accounts.len();
     let days = (NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap()
         - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
     .num_days() as i32;
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from(vec!["login"; n])),
-            Arc::new(Int64Array::from(accounts.to_vec())),
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![utc(at).timestamp_micros(); n])
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(Date32Array::from(vec![days; n])),
-        ],
-    )
-    .unwrap();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![code; n])),
+        Arc::new(Int64Array::from(accounts.to_vec())),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![utc(at).timestamp_micros(); n])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Date32Array::from(vec![days; n])),
+    ];
+    if let Some(price) = price_krw {
+        fields.push(Field::new("price_krw", DataType::Int64, true));
+        columns.push(Arc::new(Int64Array::from(vec![price; n])));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
     sink.append(vec![batch], offset).await.unwrap();
 }
 
@@ -242,8 +257,9 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
     clock.advance(Duration::from_secs(30));
     assert!(tick(&s).await.is_empty());
 
-    // Late rows for 11-01: first_days, dau and revenue rebuild 11-01 in that order (all read
-    // silver, so their trigger is late data rather than upstream; each waited for its upstream).
+    // Late rows for 11-01: first_days, dau and revenue rebuild 11-01 in that order. The first
+    // two read the logins (`kpi.activity`), so their trigger is late data; revenue reads no
+    // login (`kpi.payments`), so it is rebuilt because dau was (upstream).
     logins(&mut sink, &[4], "2026-11-01T14:59:00Z", "2026-11-01", 3).await;
     clock.advance(Duration::from_secs(30));
     let late: Vec<String> = summary(&tick(&s).await)
@@ -264,7 +280,7 @@ async fn cron_catch_up_dependencies_late_data_and_retries() {
     );
     clock.advance(Duration::from_secs(30));
     let follow = summary(&tick(&s).await);
-    assert_eq!(follow, ["revenue 2026-11-01 late_data succeeded"]);
+    assert_eq!(follow, ["revenue 2026-11-01 upstream succeeded"]);
     assert_eq!(
         scalar(
             &lake,
@@ -626,6 +642,127 @@ async fn a_catch_up_of_many_hours_is_one_commit() {
         "3/24"
     );
     // Nothing more is due.
+    clock.advance(Duration::from_secs(30));
+    assert!(tick(&s).await.is_empty());
+}
+
+/// `silver.*` watches the silver tables a job reads through the `kpi` views: a late payment
+/// rebuilds the job that counts payments and not the one that counts logins, and the other way
+/// round; a job reading a table by name watches that table.
+#[tokio::test]
+async fn late_rows_rebuild_only_the_jobs_that_read_their_table() {
+    let Fixture {
+        _dir,
+        lake,
+        jobs,
+        runner,
+        mut sink,
+        ..
+    } = fixture(
+        &[
+            (
+                "pays",
+                "-- depends_on: silver.*\n\
+                 SELECT :date AS event_date, count(*) AS n FROM kpi.payments WHERE event_date = :date",
+            ),
+            (
+                "sessions",
+                "-- depends_on: silver.*\n\
+                 SELECT :date AS event_date, count(*) AS n FROM kpi.sessions WHERE event_date = :date",
+            ),
+            (
+                "by_name",
+                "-- depends_on: silver.*\n\
+                 SELECT :date AS event_date, count(*) AS n FROM silver.payment WHERE event_date = :date",
+            ),
+        ],
+        &["pays", "sessions", "by_name"],
+    )
+    .await;
+    let mut pay = DeltaSink::open(&lake, TableId::new("silver", "payment"), "event_date")
+        .await
+        .unwrap();
+    logins(&mut sink, &[1, 2], "2026-11-01T03:00:00Z", "2026-11-01", 1).await;
+    events(
+        &mut pay,
+        "payment",
+        &[1],
+        Some(5500),
+        "2026-11-01T03:05:00Z",
+        "2026-11-01",
+        2,
+    )
+    .await;
+    let reads = |name: &str| {
+        let job = jobs.get(name).unwrap().clone();
+        let runner = runner.clone();
+        async move { runner.source_tables(&job).await.unwrap() }
+    };
+    let payment = vec![TableId::new("silver", "payment")];
+    assert_eq!(reads("pays").await, payment);
+    assert_eq!(reads("by_name").await, payment);
+    assert_eq!(reads("sessions").await, [TableId::new("silver", "login")]);
+
+    let clock = ManualClock::new(utc("2026-11-01T15:20:00Z"));
+    let settings = Settings {
+        catch_up: Duration::from_secs(86400),
+        late_data_days: 7,
+        concurrency: 4,
+    };
+    let s = Scheduler::new(jobs, runner, None, Arc::new(clock.clone()), settings);
+    assert_eq!(
+        summary(&tick(&s).await),
+        [
+            "by_name 2026-11-01 schedule succeeded",
+            "pays 2026-11-01 schedule succeeded",
+            "sessions 2026-11-01 schedule succeeded",
+        ]
+    );
+    clock.advance(Duration::from_secs(30));
+    assert!(tick(&s).await.is_empty());
+
+    // A late payment: the two jobs that read silver.payment.
+    events(
+        &mut pay,
+        "payment",
+        &[2],
+        Some(1100),
+        "2026-11-01T14:00:00Z",
+        "2026-11-01",
+        3,
+    )
+    .await;
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        summary(&tick(&s).await),
+        [
+            "by_name 2026-11-01 late_data succeeded",
+            "pays 2026-11-01 late_data succeeded",
+        ]
+    );
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT n FROM gold.pays WHERE event_date = DATE '2026-11-01'"
+        )
+        .await,
+        "2"
+    );
+    // A late login: the job that reads kpi.sessions only.
+    logins(&mut sink, &[3], "2026-11-01T14:30:00Z", "2026-11-01", 4).await;
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        summary(&tick(&s).await),
+        ["sessions 2026-11-01 late_data succeeded"]
+    );
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT n FROM gold.sessions WHERE event_date = DATE '2026-11-01'"
+        )
+        .await,
+        "3"
+    );
     clock.advance(Duration::from_secs(30));
     assert!(tick(&s).await.is_empty());
 }
