@@ -117,7 +117,7 @@ pub async fn run(
     let _ = cell.set(pipeline.clone());
     let scheduler = cfg.jobs.enabled.then(|| {
         let scheduler = crate::jobs::scheduler(&cfg, lake_for_jobs, jobs, runs);
-        jobs_runtime()
+        jobs_runtime(cfg.jobs.concurrency)
             .spawn(scheduler.run(Duration::from_secs(cfg.jobs.tick_s), std::future::pending()))
     });
     let traffic = demo.map(|d| {
@@ -201,7 +201,18 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
 /// out over a growing blocking pool, and the threads' heaps kept 150–250 MiB of freed memory
 /// after the builds ended (BENCHMARKS.md, "RSS at the maximum"). Here they get two workers and
 /// a small blocking pool of long-lived threads, whose heaps are reused from build to build.
-fn jobs_runtime() -> tokio::runtime::Handle {
+///
+/// The pool's size follows `builds` (`jobs.concurrency`). Loading a Delta table holds one
+/// blocking thread while the kernel waits for file reads that each need another, so the pool
+/// must outnumber the loads that can run at once: one per build, the scheduler's tick and
+/// maintenance. With a fixed four, eight builds filled it with waiting loads and nothing ran
+/// again (e2e `many_builds_at_once_all_finish`). Four more threads serve the reads.
+fn jobs_runtime(builds: usize) -> tokio::runtime::Handle {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    crate::stage_runtime(&RUNTIME, "gamelake-jobs", 4, Duration::from_secs(600))
+    crate::stage_runtime(
+        &RUNTIME,
+        "gamelake-jobs",
+        builds + 2 + 4,
+        Duration::from_secs(600),
+    )
 }

@@ -320,6 +320,45 @@ async fn scheduler_in_serve_catches_up_and_rebuilds_late_days() {
     );
 }
 
+/// `jobs.concurrency` above the jobs runtime's old four blocking threads: a catch-up starts
+/// eight builds at once, each loading tables, and every one of them finishes. (Each table load
+/// holds a blocking thread while the kernel's file reads wait for another one; with four
+/// threads and eight loads all four waited for ever.)
+#[tokio::test]
+async fn many_builds_at_once_all_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\ntick_s = 1\nconcurrency = 8\ncatch_up_days = 3\ndisabled = [\"ccu\"]\n[maintenance]\nenabled = false\n",
+    );
+    // Three past days of logins, payments, items and currency, in tables of their own.
+    let mut lines = String::new();
+    for back in 1..=3 {
+        let day = seoul_day(-back);
+        for account in 1..=back {
+            lines.push_str(&format!(
+                "{day} 10:00:00 [login] {{server=kr-01, account_id={account}}}\n\
+                 {day} 10:05:00 [payment] {{server=kr-01, account_id={account}, price_krw=1100}}\n\
+                 {day} 10:06:00 [item_acquire] {{server=kr-01, account_id={account}, item_id=7, count=1}}\n\
+                 {day} 10:07:00 [currency] {{server=kr-01, account_id={account}, currency=gold, delta=-5}}\n"
+            ));
+        }
+    }
+    assert_eq!(s.post_logs(lines, &[]).await.0, 200);
+    for back in 1..=3 {
+        let day = seoul_day(-back);
+        s.wait_for(
+            &format!("SELECT dau FROM gold.revenue WHERE event_date = DATE '{day}'"),
+            one(back),
+        )
+        .await;
+    }
+    let failed = s
+        .query("SELECT count(*) FROM system.job_runs WHERE status IN ('failed', 'timed_out')")
+        .await;
+    assert_eq!(failed, vec![vec![Value::from(0)]]);
+}
+
 /// An hourly job and a late event: only the event's hour is built again, also when the hour
 /// is today's (the late-data check counts rows per hour from the files' event_time ranges).
 #[tokio::test]
