@@ -204,9 +204,10 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
 ///
 /// The pool's size follows `builds` (`jobs.concurrency`). Loading a Delta table holds one
 /// blocking thread while the kernel waits for file reads that each need another, so the pool
-/// must outnumber the loads that can run at once: one per build, the scheduler's tick and
-/// maintenance. With a fixed four, eight builds filled it with waiting loads and nothing ran
-/// again (e2e `many_builds_at_once_all_finish`). Four more threads serve the reads.
+/// must outnumber the loads that can run at once: one per build (maintenance takes a build's
+/// slot) and the scheduler's tick, plus one for luck. With a fixed four, eight builds filled it
+/// with waiting loads and nothing ran again (e2e `many_builds_at_once_all_finish`). Four more
+/// threads serve the reads.
 fn jobs_runtime(builds: usize) -> tokio::runtime::Handle {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     crate::stage_runtime(
