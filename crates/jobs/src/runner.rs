@@ -167,7 +167,7 @@ pub struct Runner {
 #[derive(Default)]
 struct ReadSets {
     columns: Arc<BTreeMap<String, Vec<String>>>,
-    /// Job name → the silver tables its SQL reads.
+    /// A job's SQL (its text as written) → the silver tables it reads.
     jobs: HashMap<String, BTreeSet<String>>,
 }
 
@@ -239,7 +239,7 @@ impl Runner {
                 jobs: HashMap::new(),
             };
         }
-        if let Some(reads) = sets.jobs.get(&job.name) {
+        if let Some(reads) = sets.jobs.get(&job.sql) {
             return Ok(reads.clone());
         }
         let engine = match &self.frozen {
@@ -256,7 +256,7 @@ impl Runner {
             .sql_for(p, today)
             .map_err(|e| anyhow::anyhow!("{}: {e}", job.source))?;
         let reads = planned_reads(&engine, &sql).await?;
-        sets.jobs.insert(job.name.clone(), reads.clone());
+        sets.jobs.insert(job.sql.clone(), reads.clone());
         Ok(reads)
     }
 
