@@ -29,8 +29,8 @@ async fn silver_columns(lake: &Lake) -> anyhow::Result<BTreeMap<String, Vec<Stri
     let mut tables = BTreeMap::new();
     for name in lake.list_tables(gamelake_common::SCHEMA_SILVER).await? {
         let id = TableId::new(gamelake_common::SCHEMA_SILVER, &name);
-        if let Some(info) = lake.describe(&id).await? {
-            tables.insert(name, info.columns.into_iter().map(|c| c.0).collect());
+        if let Some(columns) = lake.columns(&id).await? {
+            tables.insert(name, columns);
         }
     }
     Ok(tables)
@@ -311,13 +311,9 @@ impl Runner {
             if let Dependency::Table { schema, table } = dep {
                 if table == "*" {
                     let silver = schema.as_str() == gamelake_common::SCHEMA_SILVER;
-                    // A frozen runner listed the silver tables once; others list them now.
-                    let listed: Vec<String> = match self.frozen_rows.as_ref().filter(|_| silver) {
-                        Some(rows) => rows.keys().map(|id| id.name.clone()).collect(),
-                        None => self.lake.list_tables(schema).await?,
-                    };
-                    // Of the silver tables, those the SQL reads; all of them while it cannot be
-                    // planned (an upstream gold table not built yet).
+                    // Of the silver tables, those the SQL reads (planned over all of them);
+                    // every table of the schema while it cannot be planned (an upstream gold
+                    // table not built yet).
                     let reads = match silver {
                         true => self
                             .silver_reads(job)
@@ -328,11 +324,15 @@ impl Runner {
                             .ok(),
                         false => None,
                     };
-                    for name in listed {
-                        if reads.as_ref().is_none_or(|r| r.contains(&name)) {
-                            out.push(TableId::new(schema, name));
-                        }
-                    }
+                    let names: Vec<String> = match reads {
+                        Some(reads) => reads.into_iter().collect(),
+                        // A frozen runner listed the silver tables once; others list them now.
+                        None => match self.frozen_rows.as_ref().filter(|_| silver) {
+                            Some(rows) => rows.keys().map(|id| id.name.clone()).collect(),
+                            None => self.lake.list_tables(schema).await?,
+                        },
+                    };
+                    out.extend(names.into_iter().map(|name| TableId::new(schema, name)));
                 } else {
                     out.push(TableId::new(schema, table));
                 }

@@ -219,6 +219,25 @@ impl Lake {
             })
     }
 
+    /// The column names of a table's latest snapshot (the pinned one, see [`Lake::pinned`]), or
+    /// `None` if it does not exist yet: [`Lake::describe`] without going over its files.
+    pub async fn columns(&self, id: &TableId) -> Result<Option<Vec<String>>, LakeError> {
+        let Some(table) = self.load(id).await? else {
+            return Ok(None);
+        };
+        let snapshot = table.snapshot().map_err(|source| LakeError::Delta {
+            table: id.to_string(),
+            source,
+        })?;
+        Ok(Some(
+            snapshot
+                .schema()
+                .fields()
+                .map(|f| f.name().to_string())
+                .collect(),
+        ))
+    }
+
     /// Schema, size and counts of a table.
     pub async fn describe(&self, id: &TableId) -> Result<Option<TableInfo>, LakeError> {
         let Some(table) = self.load(id).await? else {
