@@ -161,7 +161,13 @@ pub struct Runner {
     frozen_columns: Option<Arc<BTreeMap<String, Vec<String>>>>,
     /// The silver tables each job reads ([`Runner::silver_reads`]), shared by clones.
     reads: Arc<tokio::sync::Mutex<ReadSets>>,
+    /// The views [`Runner::silver_reads`] plans with, built once per pinned pass
+    /// ([`Runner::pinned_silver`]) with the columns they were built over.
+    planner: Option<Arc<tokio::sync::OnceCell<(ColumnMap, QueryEngine)>>>,
 }
+
+/// Silver table name → its column names.
+type ColumnMap = Arc<BTreeMap<String, Vec<String>>>;
 
 /// The silver tables jobs read, as planned over silver tables with these columns.
 #[derive(Default)]
@@ -183,6 +189,7 @@ impl Runner {
             frozen_gold: None,
             frozen_columns: None,
             reads: Arc::default(),
+            planner: None,
         }
     }
 
@@ -219,6 +226,7 @@ impl Runner {
         let mut r = self.clone();
         if r.frozen.is_none() {
             r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+            r.planner = Some(Arc::default());
         }
         r
     }
@@ -242,9 +250,21 @@ impl Runner {
         if let Some(reads) = sets.jobs.get(&job.sql) {
             return Ok(reads.clone());
         }
-        let engine = match &self.frozen {
-            Some(e) => e.clone(),
-            None => self.engine_over(&columns).await?,
+        // One set of views for every job of a pass, as long as the columns are the same.
+        let engine = match (&self.frozen, &self.planner) {
+            (Some(e), _) => e.clone(),
+            (None, Some(cell)) => {
+                let (built_over, engine) = cell
+                    .get_or_try_init(|| async {
+                        anyhow::Ok((columns.clone(), self.engine_over(&columns).await?))
+                    })
+                    .await?;
+                match *built_over == columns {
+                    true => engine.clone(),
+                    false => self.engine_over(&columns).await?,
+                }
+            }
+            (None, None) => self.engine_over(&columns).await?,
         };
         // Any partition plans the same scans; today's is at hand.
         let today = Utc::now().with_timezone(&job.time_zone).date_naive();
