@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! - [`storage`]: the storage root (an `object_store` URL) and where each table lives.
+//! - [`logstore`]: the log store tables are opened with (a kernel engine with a small readahead).
 //! - [`sink`]: the narrow write interface ([`TableSink`]) and its Delta implementation.
 //! - [`unify`]: fitting batches with differing schemas to one table schema.
 //! - [`query`]: the DataFusion session with the `bronze`, `silver`, `gold` schemas.
@@ -16,6 +17,7 @@
 //! Table I/O goes through `object_store` only, so the same code serves `file://` and `s3://`.
 
 pub mod error;
+pub mod logstore;
 pub mod query;
 pub mod sink;
 pub mod storage;

@@ -33,7 +33,7 @@
 //! hundredth commit within seconds of each other, so at 250 000 events/s the thirteen
 //! checkpoints of one round held ~430 MB of decoders and ~50 more threads at once. Checkpoints
 //! therefore run one at a time in the process ([`CHECKPOINTS`]) with an engine that reads
-//! [`LOG_READAHEAD`] files ahead ([`lean_engine`]): a background checkpoint has no one waiting
+//! [`LOG_READAHEAD`](crate::logstore::LOG_READAHEAD) files ahead ([`lean_engine`]): a background checkpoint has no one waiting
 //! for it. Tables whose
 //! protocol needs more of a writer than this (column mapping, row tracking, in-commit
 //! timestamps, …) and commits that add columns take delta-rs's write operation instead.
@@ -56,40 +56,15 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{BlindDeltaTable, DeltaTable, DeltaTableError};
 
+use crate::logstore::lean_engine;
 use crate::unify::{conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
 
 /// The application id of the transactions that record WAL offsets.
 pub const WAL_APP_ID: &str = "gamelake-wal";
 
-/// Log files a [`lean_engine`] reads ahead (the kernel's default is 1 000).
-pub const LOG_READAHEAD: usize = 8;
-
 /// One background checkpoint at a time in the process (see "Memory of checkpoints").
 static CHECKPOINTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// A kernel engine over `log_store`'s table that reads [`LOG_READAHEAD`] files ahead, on the
-/// current runtime (or, as delta-rs does, a background one when the current runtime has a
-/// single thread). Call it inside the runtime (a blocking task of it is fine).
-pub fn lean_engine(log_store: &LogStoreRef) -> std::sync::Arc<dyn delta_kernel::Engine> {
-    use delta_kernel_engine::executor::tokio::{TokioBackgroundExecutor, TokioMultiThreadExecutor};
-    let readahead = std::num::NonZero::new(LOG_READAHEAD).expect("nonzero");
-    let builder = delta_kernel_engine::DefaultEngineBuilder::new(log_store.root_object_store(None))
-        .with_buffer_size(readahead);
-    let handle = tokio::runtime::Handle::current();
-    match handle.runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::CurrentThread => std::sync::Arc::new(
-            builder
-                .with_task_executor(std::sync::Arc::new(TokioBackgroundExecutor::new()))
-                .build(),
-        ),
-        _ => std::sync::Arc::new(
-            builder
-                .with_task_executor(std::sync::Arc::new(TokioMultiThreadExecutor::new(handle)))
-                .build(),
-        ),
-    }
-}
 
 /// What a commit did.
 #[derive(Debug, Clone)]
@@ -198,7 +173,7 @@ async fn wal_offset_at(
     root: url::Url,
     version: u64,
 ) -> Result<Option<i64>, DeltaTableError> {
-    let engine = lean_engine(log_store);
+    let engine = lean_engine(log_store.as_ref());
     tokio::task::spawn_blocking(move || {
         let snapshot = delta_kernel::snapshot::Snapshot::builder_for(root)
             .at_version(version)
@@ -485,7 +460,7 @@ impl DeltaSink {
             let Ok(_turn) = CHECKPOINTS.acquire().await else {
                 return;
             };
-            let engine = lean_engine(&log_store);
+            let engine = lean_engine(log_store.as_ref());
             let written = tokio::task::spawn_blocking(move || {
                 delta_kernel::snapshot::Snapshot::builder_for(root)
                     .at_version(version)

@@ -11,6 +11,7 @@ use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::logstore::LeanLogStore;
 use crate::LakeError;
 
 /// `schema.table`.
@@ -200,19 +201,20 @@ impl Lake {
         if !self.exists(id).await? {
             return Ok(None);
         }
-        let table = DeltaTable::try_from_url(self.table_url(id))
-            .await
-            .map_err(|source| LakeError::Delta {
-                table: id.to_string(),
-                source,
-            })?;
+        let mut table = self.unloaded(id)?;
+        table.load().await.map_err(|source| LakeError::Delta {
+            table: id.to_string(),
+            source,
+        })?;
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// A handle on a table that may not exist yet (its first write creates it).
+    /// A handle on a table that may not exist yet (its first write creates it), over a
+    /// [`LeanLogStore`].
     pub fn unloaded(&self, id: &TableId) -> Result<DeltaTable, LakeError> {
         deltalake::DeltaTableBuilder::from_url(self.table_url(id))
-            .and_then(|b| b.build())
+            .and_then(|b| b.build_storage())
+            .map(|store| DeltaTable::new(LeanLogStore::wrap(store)))
             .map_err(|source| LakeError::Delta {
                 table: id.to_string(),
                 source,
