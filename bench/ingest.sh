@@ -8,7 +8,9 @@
 # `gamelake serve` on a temp dir, runs `gamelake loadgen` (format `$FORMAT`, default mixed) at
 # RATE events/s for DURATION_S seconds, waits until every acknowledged line is committed to
 # bronze.raw_logs, and prints: offered/acked rates, ack latency, time to committed, server RSS
-# (peak) and CPU seconds, loadgen CPU seconds, bytes on disk per event.
+# (peak) and CPU seconds, loadgen CPU seconds, bytes on disk per event. `SAMPLE=S` also samples
+# the server's RSS and threads every S seconds while loadgen runs and prints them (the drift of a
+# long run, which the peak alone does not show).
 source "$(dirname "$0")/lib.sh"
 RATE=${1:-300000}
 DURATION=${2:-30}
@@ -17,6 +19,13 @@ CONC=${4:-16}
 PORT=$(free_port)
 start_gamelake "$PORT"
 START=$(date +%s.%N)
+if [ -n "${SAMPLE:-}" ]; then
+  (while kill -0 "$SERVER" 2>/dev/null; do
+     sleep "$SAMPLE"
+     awk -v t="$(( $(date +%s) - ${START%.*} ))" '/VmRSS/ {r=$2} /Threads/ {n=$2} END {printf "%d %d %d\n", t, r/1024, n}' "/proc/$SERVER/status" 2>/dev/null || true
+   done) >"$DIR/samples" &
+  PIDS+=("$!")
+fi
 /usr/bin/time -f "%e %U %S" -o "$DIR/loadgen.time" "$BIN" loadgen --target "http://127.0.0.1:$PORT" --rate "$RATE" \
   --duration "${DURATION}s" --batch "$BATCH" --concurrency "$CONC" --format "${FORMAT:-mixed}" --pregenerate 64 \
   --report "$DIR/report.json" >/dev/null 2>"$DIR/loadgen.err"
@@ -24,6 +33,11 @@ ACKED=$(json "$DIR/report.json" "r['acked_events']")
 wait_committed "$PORT" "$ACKED"
 END=$(date +%s.%N)
 read -r RSS CPU < <(proc_figures "$SERVER")
+if [ -n "${SAMPLE:-}" ]; then
+  kill "${PIDS[-1]}" 2>/dev/null || true
+  echo "samples (s RSS-MiB threads): $(awk '{printf "%s%s:%s:%s", sep, $1, $2, $3; sep=" "}' "$DIR/samples")"
+  sort -n -k2 "$DIR/samples" | awk '{r[NR]=$2} END {if (NR) printf "RSS samples      min %d  median %d  max %d MiB (%d samples)\n", r[1], r[int((NR+1)/2)], r[NR], NR}'
+fi
 DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {printf "%d\n", s}')
 # `REPORT=path` keeps loadgen's JSON summary.
 if [ -n "${REPORT:-}" ]; then cp "$DIR/report.json" "$REPORT"; fi

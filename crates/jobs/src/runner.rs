@@ -132,6 +132,18 @@ impl DayRows {
             self.hours[h] += f.rows;
         }
     }
+
+    /// The partitions of `day` that may hold rows: the day, or each hour whose count is not 0.
+    pub fn partitions(&self, day: NaiveDate, granularity: Granularity) -> Vec<Partition> {
+        match granularity {
+            Granularity::Day if self.total > 0 => vec![Partition::day(day)],
+            Granularity::Day => Vec::new(),
+            Granularity::Hour => (0u8..24)
+                .filter(|h| self.hours[usize::from(*h)] > 0)
+                .map(|h| Partition::hour(day, h))
+                .collect(),
+        }
+    }
 }
 
 /// The hour of `day` (in `tz`) that instant `us` falls in; `outside` when it is not in that day

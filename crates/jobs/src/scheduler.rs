@@ -146,7 +146,7 @@ pub fn plan(
         if job.depends_on_past {
             past(job, &history, rows, &mut wanted);
         }
-        // For `depends_on_past`: the earliest day wanted, and the earliest day being built.
+        // For `depends_on_past`: the earliest partition wanted, and the earliest being built.
         let first_wanted = wanted.keys().next().copied();
         let first_running = history
             .iter()
@@ -211,9 +211,10 @@ pub fn plan(
     out
 }
 
-/// The days a `depends_on_past` job must build besides the ones already wanted: each built day
-/// that started before an earlier day's latest build ended (it read an outdated earlier day),
-/// and, before the last wanted day, each day with source rows that was never built.
+/// The partitions a `depends_on_past` job must build besides the ones already wanted: each
+/// built partition that started before an earlier one's latest build ended (it read an
+/// outdated earlier partition), and, before the last partition wanted or built, each partition
+/// that may hold source rows and was never built.
 fn past(
     job: &JobSpec,
     history: &HashMap<(&str, &str), History>,
@@ -232,16 +233,21 @@ fn past(
         }
         earlier_end = earlier_end.max(run.ended);
     }
-    let Some(last) = wanted.keys().next_back().copied() else {
+    // Before the last partition wanted or built: a partition whose first rows arrive after a
+    // later one was built is wanted too, and then the later ones (they read without it).
+    let last_built = built.keys().next_back().copied();
+    let Some(last) = wanted.keys().next_back().copied().max(last_built) else {
         return;
     };
     for (day, n) in rows.get(&job.name).into_iter().flatten() {
-        let p = Partition::day(*day);
-        if p < last && n.total > 0 && !built.contains_key(&p) {
-            // Failures count from the beginning: a day that keeps failing holds the later ones.
-            wanted
-                .entry(p)
-                .or_insert((Trigger::Past, DateTime::<Utc>::MIN_UTC));
+        for p in n.partitions(*day, job.granularity) {
+            if p < last && !built.contains_key(&p) {
+                // Failures count from the beginning: a partition that keeps failing holds the
+                // later ones.
+                wanted
+                    .entry(p)
+                    .or_insert((Trigger::Past, DateTime::<Utc>::MIN_UTC));
+            }
         }
     }
 }

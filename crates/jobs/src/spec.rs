@@ -7,7 +7,7 @@
 //! -- granularity: day              (day | hour)
 //! -- depends_on: silver.*, first_days
 //! -- rebuild_back: 1, 7, 30        (also rebuild the partitions this many days or hours back)
-//! -- depends_on_past: true         (a day is built only after every earlier day with data)
+//! -- depends_on_past: true         (a day or hour is built only after every earlier one with data)
 //! -- target_columns: account STRING, first_date DATE  (create `gold.<name>` empty before the
 //! --                                first build, for a job that reads its own earlier days)
 //! -- retries: 2
@@ -166,9 +166,9 @@ pub struct JobSpec {
     pub partition_column: String,
     pub depends_on: Vec<Dependency>,
     pub rebuild_back: Vec<u32>,
-    /// Each day reads the job's own earlier days (Airflow's `depends_on_past`): a day is built
-    /// only once every earlier day with source rows is, and a rebuilt day makes the later
-    /// built days due again. Daily jobs only.
+    /// Each partition reads the job's own earlier ones (Airflow's `depends_on_past`): a day (an
+    /// hour) is built only once every earlier day (hour) with source rows is, and a rebuilt one
+    /// makes the later built ones due again.
     pub depends_on_past: bool,
     /// The target's columns, when the job reads its own table: `gold.<name>` is created empty
     /// with them before the first build, so that the first build can read it.
@@ -303,11 +303,6 @@ impl JobSpec {
                 ))
             }
         };
-        if depends_on_past && granularity != Granularity::Day {
-            return Err(format!(
-                "{source}: `depends_on_past` is for daily jobs (`granularity: day`)"
-            ));
-        }
         let target_columns = match take("target_columns") {
             None => None,
             Some((l, v)) => {

@@ -360,6 +360,69 @@ async fn past_days_are_filled_in_order_and_rebuilt_after_an_earlier_day() {
     );
 }
 
+/// An hourly `depends_on_past` job (each account's first hour): the hours with rows before the
+/// scheduled one are built first, in order; late rows in an hour that was never built, before
+/// the last built one, build it and then rebuild the later hours.
+#[tokio::test]
+async fn past_hours_are_filled_in_order_and_rebuilt_after_an_earlier_hour() {
+    let Fixture {
+        _dir,
+        lake,
+        jobs,
+        runner,
+        mut sink,
+        ..
+    } = fixture(
+        &[(
+            "first_hours",
+            "-- granularity: hour\n-- depends_on: silver.login\n-- depends_on_past: true\n\
+             -- target_columns: account BIGINT, event_date DATE, event_hour INT\n\
+             SELECT DISTINCT l.account_id AS account, :date AS event_date, :hour AS event_hour\n\
+             FROM silver.login l\n\
+             WHERE l.event_time >= :start AND l.event_time < :end\n\
+               AND l.account_id NOT IN (SELECT account FROM gold.first_hours\n\
+                 WHERE event_date < :date OR (event_date = :date AND event_hour < :hour))",
+        )],
+        &["first_hours"],
+    )
+    .await;
+    // Seoul hours 02, 05 and 09 of 11-01.
+    logins(&mut sink, &[1], "2026-10-31T17:10:00Z", "2026-11-01", 1).await;
+    logins(&mut sink, &[1, 2], "2026-10-31T20:10:00Z", "2026-11-01", 2).await;
+    logins(&mut sink, &[2, 3], "2026-11-01T00:10:00Z", "2026-11-01", 3).await;
+    // 10:20 in Seoul with a catch-up of half an hour: the schedule wants hour 09; 02 and 05
+    // hold rows and were never built, so they come first.
+    let clock = ManualClock::new(utc("2026-11-01T01:20:00Z"));
+    let settings = Settings {
+        catch_up: Duration::from_secs(1800),
+        late_data_days: 7,
+        concurrency: 8,
+    };
+    let s = Scheduler::new(jobs, runner, None, Arc::new(clock.clone()), settings);
+    assert_eq!(
+        ticks(&s, &clock, 4).await,
+        [
+            "first_hours 2026-11-01T02 past succeeded",
+            "first_hours 2026-11-01T05 past succeeded",
+            "first_hours 2026-11-01T09 schedule succeeded",
+        ]
+    );
+    let firsts = "SELECT string_agg(CAST(account AS VARCHAR) || '@' || CAST(event_hour AS VARCHAR), ' ' ORDER BY account) FROM gold.first_hours";
+    assert_eq!(scalar(&lake, firsts).await, "1@2 2@5 3@9");
+
+    // Account 3's late login in hour 04, never built: 04 is built, then 05 and 09 again.
+    logins(&mut sink, &[3], "2026-10-31T19:10:00Z", "2026-11-01", 4).await;
+    assert_eq!(
+        ticks(&s, &clock, 4).await,
+        [
+            "first_hours 2026-11-01T04 past succeeded",
+            "first_hours 2026-11-01T05 past succeeded",
+            "first_hours 2026-11-01T09 past succeeded",
+        ]
+    );
+    assert_eq!(scalar(&lake, firsts).await, "1@2 2@5 3@4");
+}
+
 #[tokio::test]
 async fn maintenance_runs_on_its_cron_and_compacts() {
     use gamelake_jobs::cron::Cron;

@@ -233,27 +233,34 @@ fn check_upstream(ctx: &Context, job: &JobSpec, p: Partition) -> anyhow::Result<
     }
 }
 
-/// For a `depends_on_past` job, fails with [`EXIT_UPSTREAM`] when a day before `from` holds
-/// source rows and was never built: the builds from `from` on would read it.
-async fn check_past(ctx: &Context, job: &JobSpec, from: NaiveDate) -> anyhow::Result<()> {
+/// For a `depends_on_past` job, fails with [`EXIT_UPSTREAM`] when a day (an hour) before
+/// `from` may hold source rows and was never built: the builds from `from` on would read it.
+async fn check_past(ctx: &Context, job: &JobSpec, from: Partition) -> anyhow::Result<()> {
     if !job.depends_on_past {
         return Ok(());
     }
     let runs = ctx.runner.log().runs();
     let rows = ctx.runner.source_rows(job, &mut Default::default()).await?;
-    let missing: Vec<NaiveDate> = rows
+    let missing: Vec<Partition> = rows
         .iter()
-        .filter(|(d, n)| **d < from && n.total > 0 && !built(&runs, &job.name, Partition::day(**d)))
-        .map(|(d, _)| *d)
+        .filter(|(d, _)| **d <= from.date)
+        .flat_map(|(d, n)| n.partitions(*d, job.granularity))
+        .filter(|p| *p < from && !built(&runs, &job.name, *p))
         .collect();
     if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
+        let unit = match job.granularity {
+            gamelake_jobs::spec::Granularity::Day => "day",
+            gamelake_jobs::spec::Granularity::Hour => "hour",
+        };
         return Err(exit(
             EXIT_UPSTREAM,
             format!(
-                "job `{}` reads its own earlier days (depends_on_past), and {} day(s) with events before {from} are not built, {first} first: run `gamelake jobs backfill {} --from {first} --to {last}` first (or pass --ignore-dependencies)",
+                "job `{}` reads its own earlier {unit}s (depends_on_past), and {} {unit}(s) with events before {from} are not built, {first} first: run `gamelake jobs backfill {} --from {} --to {}` first (or pass --ignore-dependencies)",
                 job.name,
                 missing.len(),
-                job.name
+                job.name,
+                first.date,
+                last.date
             ),
         ));
     }
@@ -298,7 +305,7 @@ pub async fn run(
     for p in partitions {
         if !ignore_dependencies {
             check_upstream(ctx, job, p)?;
-            check_past(ctx, job, p.date).await?;
+            check_past(ctx, job, p).await?;
         }
         let r = ctx
             .runner
@@ -408,7 +415,8 @@ pub async fn backfill(
         .collect();
     // What the backfill reads and does not build itself must be built already.
     for j in &order {
-        check_past(ctx, j, from).await?;
+        let first = j.partitions(from, from)[0];
+        check_past(ctx, j, first).await?;
     }
     // Upstream jobs the backfill builds itself are built before their dependents.
     let runs = ctx.runner.log().runs();

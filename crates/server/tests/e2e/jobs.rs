@@ -28,6 +28,82 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// An hourly job that reads its own earlier hours (`depends_on_past`): `jobs run` of a late hour
+/// is refused while earlier hours with events are not built, naming the first of them and the
+/// backfill to run; the backfill then builds every hour in order, so each account is in one.
+#[tokio::test]
+async fn hourly_depends_on_past_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
+    );
+    let jobs = dir.path().join("data").join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("first_hours.sql"),
+        "-- granularity: hour\n-- depends_on: silver.login\n-- depends_on_past: true\n\
+         -- target_columns: account BIGINT, event_date DATE, event_hour INT\n\
+         SELECT DISTINCT l.account_id AS account, :date AS event_date, :hour AS event_hour\n\
+         FROM silver.login l WHERE l.event_time >= :start AND l.event_time < :end\n\
+           AND l.account_id NOT IN (SELECT account FROM gold.first_hours\n\
+             WHERE event_date < :date OR (event_date = :date AND event_hour < :hour))",
+    )
+    .unwrap();
+    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM silver.login", one(6))
+        .await;
+
+    let out = cli(
+        dir.path(),
+        &["jobs", "run", "first_hours", "--date", "2026-11-01T12"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hour(s) with events before 2026-11-01T12 are not built, 2026-10-31T20 first")
+            && err.contains("gamelake jobs backfill first_hours --from 2026-10-31 --to 2026-11-01"),
+        "{err}"
+    );
+
+    let out = cli(
+        dir.path(),
+        &[
+            "jobs",
+            "backfill",
+            "first_hours",
+            "--from",
+            "2026-10-31",
+            "--to",
+            "2026-11-02",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[72/72] first_hours 2026-11-02T23 succeeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Account 4 logged in at 10-31 20:00 and again on 11-01: its first hour is the first one.
+    let rows = s
+        .query("SELECT account, CAST(event_date AS VARCHAR) || 'T' || CAST(event_hour AS VARCHAR) AS h FROM gold.first_hours ORDER BY account")
+        .await;
+    let accounts = s
+        .query("SELECT count(DISTINCT account_id) FROM silver.login")
+        .await;
+    assert_eq!(Value::from(rows.len()), accounts[0][0], "{rows:?}");
+    assert!(
+        rows.contains(&vec![Value::from(4), Value::from("2026-10-31T20")]),
+        "{rows:?}"
+    );
+    // Now the late hour's own run goes through.
+    let out = cli(
+        dir.path(),
+        &["jobs", "run", "first_hours", "--date", "2026-11-01T12"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 #[tokio::test]
 async fn airflow_command_lines_exit_codes_backfill_and_history() {
     let dir = tempfile::tempdir().unwrap();
