@@ -36,6 +36,16 @@ pub enum Granularity {
     Hour,
 }
 
+impl Granularity {
+    /// `day` or `hour`, as the job header writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Day => "day",
+            Granularity::Hour => "hour",
+        }
+    }
+}
+
 /// One partition: a game day, or an hour of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Partition {

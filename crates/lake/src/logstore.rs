@@ -22,17 +22,13 @@ use deltalake::DeltaResult;
 use url::Url;
 use uuid::Uuid;
 
-/// Log files a [`lean_engine`] reads ahead (the kernel's default is 1 000).
+/// Log files the engine of a [`LeanLogStore`] reads ahead (the kernel's default is 1 000).
 pub const LOG_READAHEAD: usize = 8;
 
-/// A kernel engine over `log_store`'s table that reads [`LOG_READAHEAD`] files ahead, on the
+/// A kernel engine over a table's root store that reads [`LOG_READAHEAD`] files ahead, on the
 /// current runtime (or, as delta-rs does, a background one when the current runtime has a
 /// single thread). Call it inside the runtime (a blocking task of it is fine).
-pub fn lean_engine(log_store: &dyn LogStore) -> Arc<dyn delta_kernel::Engine> {
-    engine_over(log_store.root_object_store(None))
-}
-
-fn engine_over(root_store: ObjectStoreRef) -> Arc<dyn delta_kernel::Engine> {
+fn lean_engine(root_store: ObjectStoreRef) -> Arc<dyn delta_kernel::Engine> {
     use delta_kernel_engine::executor::tokio::{TokioBackgroundExecutor, TokioMultiThreadExecutor};
     let readahead = std::num::NonZero::new(LOG_READAHEAD).expect("nonzero");
     let builder =
@@ -52,18 +48,14 @@ fn engine_over(root_store: ObjectStoreRef) -> Arc<dyn delta_kernel::Engine> {
     }
 }
 
-/// delta-rs's log store for a table, whose [`LogStore::engine`] is a [`lean_engine`].
-#[derive(Clone)]
+/// delta-rs's log store for a table, whose [`LogStore::engine`] reads [`LOG_READAHEAD`] log files
+/// ahead.
 pub struct LeanLogStore {
     inner: LogStoreRef,
 }
 
 impl LeanLogStore {
-    /// Wraps `inner` (once: a store that is already lean is returned as it is).
     pub fn wrap(inner: LogStoreRef) -> LogStoreRef {
-        if inner.clone().as_any().is::<LeanLogStore>() {
-            return inner;
-        }
         Arc::new(LeanLogStore { inner })
     }
 }
@@ -125,7 +117,7 @@ impl LogStore for LeanLogStore {
     }
 
     fn engine(&self, operation_id: Option<Uuid>) -> Arc<dyn delta_kernel::Engine> {
-        engine_over(self.inner.root_object_store(operation_id))
+        lean_engine(self.inner.root_object_store(operation_id))
     }
 
     fn to_uri(&self, location: &Path) -> String {

@@ -32,9 +32,10 @@
 //! local disk each open file holds a blocking thread. The streaming tables all reach their
 //! hundredth commit within seconds of each other, so at 250 000 events/s the thirteen
 //! checkpoints of one round held ~430 MB of decoders and ~50 more threads at once. Checkpoints
-//! therefore run one at a time in the process ([`CHECKPOINTS`]) with an engine that reads
-//! [`LOG_READAHEAD`](crate::logstore::LOG_READAHEAD) files ahead ([`lean_engine`]): a background checkpoint has no one waiting
-//! for it. Tables whose
+//! therefore run one at a time in the process ([`CHECKPOINTS`]), with the engine of the lake's
+//! log store, which reads [`LOG_READAHEAD`](crate::logstore::LOG_READAHEAD) files ahead
+//! ([`LeanLogStore`](crate::logstore::LeanLogStore)): a background checkpoint has no one
+//! waiting for it. Tables whose
 //! protocol needs more of a writer than this (column mapping, row tracking, in-commit
 //! timestamps, …) and commits that add columns take delta-rs's write operation instead.
 
@@ -56,7 +57,6 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{BlindDeltaTable, DeltaTable, DeltaTableError};
 
-use crate::logstore::lean_engine;
 use crate::unify::{conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
 
@@ -173,7 +173,7 @@ async fn wal_offset_at(
     root: url::Url,
     version: u64,
 ) -> Result<Option<i64>, DeltaTableError> {
-    let engine = lean_engine(log_store.as_ref());
+    let engine = log_store.engine(None);
     tokio::task::spawn_blocking(move || {
         let snapshot = delta_kernel::snapshot::Snapshot::builder_for(root)
             .at_version(version)
@@ -460,7 +460,7 @@ impl DeltaSink {
             let Ok(_turn) = CHECKPOINTS.acquire().await else {
                 return;
             };
-            let engine = lean_engine(log_store.as_ref());
+            let engine = log_store.engine(None);
             let written = tokio::task::spawn_blocking(move || {
                 delta_kernel::snapshot::Snapshot::builder_for(root)
                     .at_version(version)

@@ -164,10 +164,7 @@ pub fn list(ctx: &Context) -> anyhow::Result<()> {
         println!(
             "{:<16} {:<6} {:<22} {:<24} {:<34} {}",
             job.name,
-            match job.granularity {
-                gamelake_jobs::spec::Granularity::Day => "day",
-                gamelake_jobs::spec::Granularity::Hour => "hour",
-            },
+            job.granularity.as_str(),
             job.schedule
                 .as_ref()
                 .map(|c| c.to_string())
@@ -248,10 +245,7 @@ async fn check_past(ctx: &Context, job: &JobSpec, from: Partition) -> anyhow::Re
         .filter(|p| *p < from && !built(&runs, &job.name, *p))
         .collect();
     if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
-        let unit = match job.granularity {
-            gamelake_jobs::spec::Granularity::Day => "day",
-            gamelake_jobs::spec::Granularity::Hour => "hour",
-        };
+        let unit = job.granularity.as_str();
         return Err(exit(
             EXIT_UPSTREAM,
             format!(
