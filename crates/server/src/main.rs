@@ -484,9 +484,25 @@ fn without_huge_pages() {
     }
 }
 
+/// The commands that print results end quietly when their reader goes away (`gamelake sql …
+/// | head`), as Unix tools do: Rust's runtime ignores SIGPIPE, which turns a closed pipe into
+/// an error or a panic at the next write. The servers keep ignoring it (their sockets are
+/// written with `MSG_NOSIGNAL` anyway).
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     without_huge_pages();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo { .. }) {
+        default_sigpipe();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

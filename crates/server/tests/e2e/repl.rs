@@ -223,3 +223,37 @@ fn sql_repl_edits_lines_and_keeps_history_across_sessions() {
     s.wait_for("\n42", 1);
     s.leave();
 }
+
+/// A command whose reader goes away ends quietly, as Unix tools do (`gamelake sql … | head`):
+/// killed by SIGPIPE, with nothing on stderr; it used to print `error: Broken pipe` and exit
+/// 1, and `gamelake jobs sql` panicked with a backtrace.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["csv", "table"] {
+        let mut child = Command::new(BIN)
+            .args(["sql", "--format", format, "--data-dir"])
+            .arg(dir.path())
+            .arg("SELECT x FROM generate_series(1, 300000) AS t(x)")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        // The reader is gone: the pipe closes under the writer.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{format}: {stderr}"
+        );
+        assert!(stderr.is_empty(), "{format}: {stderr}");
+    }
+}
