@@ -5,61 +5,72 @@
 --
 -- Definitions: shared/KPI.md. Written down where they leave a choice:
 -- - A session opens at a login. If the account's next login or logout after it is a logout,
---   the session is open until that logout. Otherwise (no logout, or a new login first) it
---   closes 10 minutes after the account's last event before that, events of any code
---   counting (heartbeats and every other event keep it open). A session covers [open, close):
---   online from 10:00 until a logout at 10:30 counts at the instants 10:00 … 10:25. Events
---   without a login before them open no session.
+--   the session is open until that logout. Otherwise (no logout, or a new login first) each
+--   event of the account from the login on, of any code (heartbeats and every other event),
+--   keeps it open for 10 minutes after the event, and at most until the next login: more than
+--   10 minutes after an event with no other event, the account is offline until its next
+--   event. A session covers [open, close): online from 10:00 until a logout at 10:30 counts at
+--   the instants 10:00 … 10:25. Events without a login before them open no session; a login
+--   and a logout at the same instant count as a logout.
 -- - A day's build reads no event after the day's end (:end), so that a day does not change
 --   with the next day's events: a logout after midnight does not keep a session open on the
 --   day before (there the 10-minute rule applies); the next day's build sees it.
 -- - A login more than a day before the instant is not looked for: a session open that long
 --   without any event has closed anyway, and one with events every 10 minutes is rare.
--- - Before :start, only logins, logouts and the events of the last 10 minutes are read: an
---   earlier event that is not a login or logout changes no instant of the day (it keeps a
---   session open for at most 10 minutes, and a session that ends at a logout is open from its
---   login to the logout whatever lies between). The answer is the same as with every event of
---   the day before, for about half the rows.
 -- - The instants are :start, :start + 5 min, … before :end (288 on a day of 24 hours); an
 --   instant with nobody online has ccu 0. Peak CCU of a day: max(ccu) of its rows.
-WITH ev AS (
-  SELECT account, 'event' AS kind, CAST(event_time AS TIMESTAMP) AS t FROM kpi.activity
+--
+-- How it is computed, for speed (the answer is the one the rules above give):
+-- - `sessions`: the logins and logouts of the day and the day before, each login with the
+--   account's next login or logout. A session that ends at a logout is one span, login to
+--   logout: whatever lies between does not change it.
+-- - Other events are read from 10 minutes before :start only: an earlier one keeps nothing open
+--   into the day. Each is matched with the login or logout at or before it (a running max over
+--   the account's events and markers): after a login whose session does not end at a logout,
+--   it is a span of 10 minutes, cut at the next login.
+-- - Windows run over the logins and logouts, and one running max over the events: with one
+--   partition per account, each window expression costs DataFusion 0.5–1 µs a row
+--   (BENCHMARKS.md, issue 5, tenth session).
+WITH markers AS (
+  SELECT account, CAST(event_time AS TIMESTAMP) AS t,
+    max(CASE WHEN kind = 'login' THEN 1 ELSE 0 END) AS is_login,
+    max(CASE WHEN kind = 'logout' THEN 1 ELSE 0 END) AS is_logout
+  FROM kpi.sessions
+  WHERE event_date BETWEEN CAST(:date - INTERVAL '1 day' AS DATE) AND :date
+    AND event_time >= :start - INTERVAL '1 day' AND event_time < :end
+    AND kind IN ('login', 'logout') AND account IS NOT NULL
+  GROUP BY account, CAST(event_time AS TIMESTAMP)
+),
+sessions AS (
+  SELECT account, s, n, coalesce(n_is_logout, 0) = 1 AS to_logout
+  FROM (
+    SELECT account, t AS s, is_login, is_logout,
+      lead(t) OVER (PARTITION BY account ORDER BY t) AS n,
+      lead(is_logout) OVER (PARTITION BY account ORDER BY t) AS n_is_logout
+    FROM markers
+  ) m
+  WHERE is_login = 1 AND is_logout = 0
+),
+stream AS (
+  SELECT account, CAST(event_time AS TIMESTAMP) AS t, CAST(NULL AS TIMESTAMP) AS marker, 1 AS o
+  FROM kpi.activity
   WHERE event_date BETWEEN CAST(:date - INTERVAL '1 day' AS DATE) AND :date
     AND event_time >= :start - INTERVAL '10 minutes' AND event_time < :end
   UNION ALL
-  SELECT account, kind, CAST(event_time AS TIMESTAMP) AS t FROM kpi.sessions
-  WHERE event_date BETWEEN CAST(:date - INTERVAL '1 day' AS DATE) AND :date
-    AND event_time >= :start - INTERVAL '1 day' AND event_time < :end
-    AND kind IN ('login', 'logout')
+  SELECT account, t, t AS marker, 0 AS o FROM markers
 ),
-points AS (
-  SELECT account, t,
-    max(CASE WHEN kind = 'login' THEN 1 ELSE 0 END) AS is_login,
-    max(CASE WHEN kind = 'logout' THEN 1 ELSE 0 END) AS is_logout
-  FROM ev GROUP BY account, t
-),
-state AS (
-  SELECT account, t,
-    max(CASE WHEN is_login = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
-      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_login,
-    max(CASE WHEN is_logout = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
-      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_logout,
-    min(CASE WHEN is_login = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
-      ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_login,
-    min(CASE WHEN is_logout = 1 THEN t END) OVER (PARTITION BY account ORDER BY t
-      ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_logout,
-    lead(t) OVER (PARTITION BY account ORDER BY t) AS next_t
-  FROM points
+tagged AS (
+  SELECT account, t, o,
+    max(marker) OVER (PARTITION BY account ORDER BY t, o
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_marker
+  FROM stream
 ),
 spans AS (
-  SELECT account, t AS s,
-    CASE
-      WHEN next_logout IS NOT NULL AND (next_login IS NULL OR next_logout <= next_login)
-        THEN next_t
-      ELSE least(coalesce(next_t, t + INTERVAL '10 minutes'), t + INTERVAL '10 minutes')
-    END AS e
-  FROM state
-  WHERE last_login IS NOT NULL AND (last_logout IS NULL OR last_login > last_logout)
+  SELECT g.account, g.t AS s,
+    CASE WHEN ss.to_logout THEN ss.n
+      ELSE least(coalesce(ss.n, g.t + INTERVAL '10 minutes'), g.t + INTERVAL '10 minutes') END AS e
+  FROM tagged g JOIN sessions ss ON g.account = ss.account AND g.last_marker = ss.s
+  WHERE CASE WHEN ss.to_logout THEN g.o = 0 ELSE g.t >= :start - INTERVAL '10 minutes' END
 ),
 firsts AS (
   SELECT account, e,

@@ -51,7 +51,7 @@ async fn hourly_depends_on_past_from_the_command_line() {
     )
     .unwrap();
     assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(8))
+    s.wait_for("SELECT count(*) FROM silver.login", one(10))
         .await;
 
     let out = cli(
@@ -120,7 +120,7 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
     )
     .unwrap();
     assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(8))
+    s.wait_for("SELECT count(*) FROM silver.login", one(10))
         .await;
 
     let list = cli(dir.path(), &["jobs", "list"]);
@@ -637,7 +637,7 @@ async fn airflow_dag_command_lines() {
         "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
     );
     assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(8))
+    s.wait_for("SELECT count(*) FROM silver.login", one(10))
         .await;
     let config = dir.path().join("airflow.toml");
     std::fs::write(
