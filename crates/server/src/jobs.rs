@@ -232,12 +232,12 @@ fn check_upstream(ctx: &Context, job: &JobSpec, p: Partition) -> anyhow::Result<
 
 /// For a `depends_on_past` job, fails with [`EXIT_UPSTREAM`] when a day (an hour) before
 /// `from` may hold source rows and was never built: the builds from `from` on would read it.
-async fn check_past(ctx: &Context, job: &JobSpec, from: Partition) -> anyhow::Result<()> {
+async fn check_past(runner: &Runner, job: &JobSpec, from: Partition) -> anyhow::Result<()> {
     if !job.depends_on_past {
         return Ok(());
     }
-    let runs = ctx.runner.log().runs();
-    let rows = ctx.runner.source_rows(job, &mut Default::default()).await?;
+    let runs = runner.log().runs();
+    let rows = runner.source_rows(job, &mut Default::default()).await?;
     let missing: Vec<Partition> = rows
         .iter()
         .filter(|(d, _)| **d <= from.date)
@@ -295,16 +295,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let job = ctx.jobs.find(name).map_err(|e| exit(EXIT_USAGE, e))?;
     let partitions = partitions_of(job, date)?;
+    // The command reads each silver table's log once, at one snapshot, for the checks and the
+    // builds alike (it was read five times before the first build).
+    let runner = ctx.runner.frozen().await?;
     let mut failed = 0;
     for p in partitions {
         if !ignore_dependencies {
             check_upstream(ctx, job, p)?;
-            check_past(ctx, job, p).await?;
+            check_past(&runner, job, p).await?;
         }
-        let r = ctx
-            .runner
-            .run(job, p, Trigger::Manual, Utc::now, retries)
-            .await;
+        let r = runner.run(job, p, Trigger::Manual, Utc::now, retries).await;
         println!("{}", describe(&r));
         if r.status != RunStatus::Succeeded {
             failed += 1;
@@ -407,10 +407,12 @@ pub async fn backfill(
         .iter()
         .flat_map(|j| parts.iter().map(move |p| (*j, *p)))
         .collect();
+    // Each silver table's log is read once, at one snapshot, for the checks and the builds.
+    let runner = ctx.runner.frozen().await?;
     // What the backfill reads and does not build itself must be built already.
     for j in &order {
         let first = j.partitions(from, from)[0];
-        check_past(ctx, j, first).await?;
+        check_past(&runner, j, first).await?;
     }
     // Upstream jobs the backfill builds itself are built before their dependents.
     let runs = ctx.runner.log().runs();
@@ -428,7 +430,6 @@ pub async fn backfill(
     }
     let mut progress = Progress::new(plan.len());
     let mut failed = Vec::new();
-    let runner = ctx.runner.frozen().await?;
     for j in order {
         runner
             .run_batched(j, &parts, Trigger::Backfill, Utc::now, true, |r| {
