@@ -232,6 +232,20 @@ impl Runner {
         Ok(r)
     }
 
+    /// [`Runner::frozen`] for the builds of `job` started now, or this runner when the silver
+    /// tables cannot be read at one snapshot (the builds then read them as they go, and say so
+    /// in their errors). A scheduled build reads each silver table's log once, not for its
+    /// columns, its views and its row counts each.
+    pub async fn snapshot(&self, job: &JobSpec) -> Self {
+        match self.frozen().await {
+            Ok(frozen) => frozen,
+            Err(e) => {
+                tracing::warn!(job = %job.name, error = %e, "building without a snapshot of the silver tables");
+                self.clone()
+            }
+        }
+    }
+
     /// This runner reading each silver table at most once until it is dropped (frozen runners
     /// already do): for one pass that counts rows of many jobs.
     pub fn pinned_silver(&self) -> Self {

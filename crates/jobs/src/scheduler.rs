@@ -450,6 +450,7 @@ impl Scheduler {
             let (runner, clock) = (self.runner.clone(), self.clock.clone());
             let run = async move {
                 let now = move || clock.now();
+                let runner = runner.snapshot(&job).await;
                 vec![
                     runner
                         .attempt(&job, due.partition, due.trigger, due.attempt, &now)
@@ -470,13 +471,7 @@ impl Scheduler {
             let run = async move {
                 let now = move || clock.now();
                 // One snapshot of the silver tables for the whole batch.
-                let runner = match runner.frozen().await {
-                    Ok(frozen) => frozen,
-                    Err(e) => {
-                        tracing::warn!(job = %job.name, error = %e, "building the batch without a snapshot");
-                        runner
-                    }
-                };
+                let runner = runner.snapshot(&job).await;
                 let mut records = Vec::new();
                 runner
                     .run_batched(&job, &parts, trigger, now, false, |r| {
