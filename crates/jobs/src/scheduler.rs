@@ -418,7 +418,8 @@ impl Scheduler {
         let runs = self.runner.log().runs();
         let mut cache = HashMap::new();
         let mut rows = SourceRows::new();
-        // Each silver table is read once for every job's rows and the tables each job reads.
+        // Each silver table is read once for every job's rows and the tables each job reads,
+        // and the builds this pass starts read the same snapshots.
         let counter = self.runner.pinned_silver();
         for job in self.jobs.all() {
             rows.insert(
@@ -447,7 +448,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            let (runner, clock) = (self.runner.clone(), self.clock.clone());
+            let (runner, clock) = (counter.clone(), self.clock.clone());
             let run = async move {
                 let now = move || clock.now();
                 let runner = runner.snapshot(&job).await;
@@ -467,10 +468,11 @@ impl Scheduler {
                 .iter()
                 .map(|p| (job.name.clone(), p.to_string()))
                 .collect();
-            let (runner, clock) = (self.runner.clone(), self.clock.clone());
+            let (runner, clock) = (counter.clone(), self.clock.clone());
             let run = async move {
                 let now = move || clock.now();
-                // One snapshot of the silver tables for the whole batch.
+                // One snapshot of the silver tables for the whole batch: the one this pass
+                // counted the rows in.
                 let runner = runner.snapshot(&job).await;
                 let mut records = Vec::new();
                 runner

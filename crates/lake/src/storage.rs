@@ -166,8 +166,12 @@ impl Lake {
 
     /// The same root, where each table of `schema` is loaded once and then kept at that
     /// snapshot: for a run over past data (a backfill) that reads the same tables many times
-    /// and wants one consistent view of them. Tables of other schemas load afresh.
+    /// and wants one consistent view of them. Tables of other schemas load afresh. A lake
+    /// already pinned to `schema` is returned as it is, with the snapshots it holds.
     pub fn pinned(&self, schema: &str) -> Lake {
+        if self.pinned.as_ref().is_some_and(|p| p.schema == schema) {
+            return self.clone();
+        }
         Lake {
             pinned: Some(Pinned {
                 schema: schema.to_string(),
@@ -344,4 +348,58 @@ fn num_records_of_stats(stats: &str) -> u64 {
         .ok()
         .and_then(|v| v.get("numRecords").and_then(|n| n.as_u64()))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{Int64Array, RecordBatch};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::protocol::SaveMode;
+
+    use crate::{Lake, TableId};
+
+    async fn append(lake: &Lake, id: &TableId, a: i64) {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![a]))]);
+        let table = match lake.load(id).await.unwrap() {
+            Some(t) => t,
+            None => lake.unloaded(id).unwrap(),
+        };
+        table
+            .write(vec![batch.unwrap()])
+            .with_save_mode(SaveMode::Append)
+            .await
+            .unwrap();
+    }
+
+    /// A pinned lake keeps the snapshot it loaded first; pinning it again for the same schema
+    /// keeps those snapshots (a scheduler pass hands its snapshot to the builds it starts),
+    /// while another schema, or the lake it came from, loads the latest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pinning_a_pinned_lake_keeps_its_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let silver = TableId::new("silver", "t");
+        let gold = TableId::new("gold", "t");
+        append(&lake, &silver, 1).await;
+        append(&lake, &gold, 1).await;
+
+        let pinned = lake.pinned("silver");
+        let version = |t: Option<deltalake::DeltaTable>| t.unwrap().version();
+        assert_eq!(version(pinned.load(&silver).await.unwrap()), Some(0));
+        append(&lake, &silver, 2).await;
+        append(&lake, &gold, 2).await;
+
+        assert_eq!(version(pinned.load(&silver).await.unwrap()), Some(0));
+        let again = pinned.pinned("silver");
+        assert_eq!(version(again.load(&silver).await.unwrap()), Some(0));
+        assert_eq!(version(again.load(&gold).await.unwrap()), Some(1));
+        assert_eq!(
+            version(lake.pinned("silver").load(&silver).await.unwrap()),
+            Some(1)
+        );
+        assert_eq!(version(lake.load(&silver).await.unwrap()), Some(1));
+    }
 }
