@@ -165,8 +165,10 @@ pub struct Runner {
     log: RunLog,
     /// A session whose `kpi` views were built once ([`Runner::frozen`]).
     frozen: Option<QueryEngine>,
-    /// Source files per table, listed once ([`Runner::frozen`]).
-    frozen_rows: Option<Arc<HashMap<TableId, Vec<SourceFile>>>>,
+    /// Source files per table, listed when a build first counts that table's rows and kept
+    /// for the next builds ([`Runner::frozen`]; the tables are pinned, so a list does not
+    /// change).
+    frozen_rows: Option<FileLists>,
     /// Gold tables as this runner last wrote them ([`Runner::frozen`]).
     frozen_gold: Option<Arc<std::sync::Mutex<HashMap<TableId, DeltaTable>>>>,
     /// The silver tables' columns the frozen views were built over ([`Runner::frozen`]).
@@ -180,6 +182,9 @@ pub struct Runner {
 
 /// Silver table name → its column names.
 type ColumnMap = Arc<BTreeMap<String, Vec<String>>>;
+
+/// Source files per table, shared by a frozen runner's clones.
+type FileLists = Arc<std::sync::Mutex<HashMap<TableId, Arc<Vec<SourceFile>>>>>;
 
 /// The silver tables jobs read, as planned over silver tables with these columns.
 #[derive(Default)]
@@ -220,13 +225,7 @@ impl Runner {
         r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
         let tables = r.silver_columns().await?;
         r.frozen = Some(r.engine_over(&tables).await?);
-        let mut rows = HashMap::new();
-        for name in tables.keys() {
-            let id = TableId::new(gamelake_common::SCHEMA_SILVER, name);
-            let files = r.source_files(&id).await?;
-            rows.insert(id, files);
-        }
-        r.frozen_rows = Some(Arc::new(rows));
+        r.frozen_rows = Some(Arc::default());
         r.frozen_gold = Some(Arc::default());
         r.frozen_columns = Some(Arc::new(tables));
         Ok(r)
@@ -373,8 +372,8 @@ impl Runner {
                     let names: Vec<String> = match reads {
                         Some(reads) => reads.into_iter().collect(),
                         // A frozen runner listed the silver tables once; others list them now.
-                        None => match self.frozen_rows.as_ref().filter(|_| silver) {
-                            Some(rows) => rows.keys().map(|id| id.name.clone()).collect(),
+                        None => match self.frozen_columns.as_ref().filter(|_| silver) {
+                            Some(columns) => columns.keys().cloned().collect(),
                             None => self.lake.list_tables(schema).await?,
                         },
                     };
@@ -808,12 +807,20 @@ impl Runner {
     async fn day_rows(&self, job: &JobSpec, day: NaiveDate) -> anyhow::Result<DayRows> {
         let mut rows = DayRows::default();
         for id in self.source_tables(job).await? {
-            let listed;
-            let files = match self.frozen_rows.as_ref().and_then(|f| f.get(&id)) {
+            let kept = self
+                .frozen_rows
+                .as_ref()
+                .and_then(|f| f.lock().expect("frozen rows lock").get(&id).cloned());
+            let files = match kept {
                 Some(files) => files,
                 None => {
-                    listed = self.source_files(&id).await?;
-                    &listed
+                    let files = Arc::new(self.source_files(&id).await?);
+                    if let Some(f) = &self.frozen_rows {
+                        f.lock()
+                            .expect("frozen rows lock")
+                            .insert(id.clone(), files.clone());
+                    }
+                    files
                 }
             };
             for f in files.iter().filter(|f| f.day == day) {
