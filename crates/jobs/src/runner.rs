@@ -210,11 +210,12 @@ impl Runner {
         }
     }
 
-    /// A runner that builds the `kpi` views once and reuses them for every build: for a
-    /// backfill of past days, which does not need rows arriving meanwhile, it saves listing and
-    /// loading every silver table per partition (each is read at one snapshot throughout).
-    /// Gold tables are still read afresh, so a job sees what its upstream built earlier in the
-    /// same backfill.
+    /// A runner that builds the `kpi` views once and reuses them for every build, each silver
+    /// table read at one snapshot throughout: for a backfill, a `gamelake jobs run` and each
+    /// scheduled build, it saves loading every silver table for the columns, the views and the
+    /// row counts of each partition. Gold tables are still read afresh, so a job sees what its
+    /// upstream built earlier in the same backfill. On a lake already pinned to silver (a
+    /// scheduler pass's, [`Runner::pinned_silver`]) the snapshot is that one.
     pub async fn frozen(&self) -> anyhow::Result<Self> {
         let mut r = self.clone();
         // Each silver table is read from its log once, not for its columns, its view and its
@@ -231,10 +232,9 @@ impl Runner {
         Ok(r)
     }
 
-    /// [`Runner::frozen`] for the builds of `job` started now, or this runner when the silver
-    /// tables cannot be read at one snapshot (the builds then read them as they go, and say so
-    /// in their errors). A scheduled build reads each silver table's log once, not for its
-    /// columns, its views and its row counts each.
+    /// [`Runner::frozen`] for the builds of `job`, or this runner when the silver tables
+    /// cannot be read at one snapshot (the builds then read them as they go, and say so in
+    /// their errors).
     pub async fn snapshot(&self, job: &JobSpec) -> Self {
         match self.frozen().await {
             Ok(frozen) => frozen,

@@ -295,8 +295,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let job = ctx.jobs.find(name).map_err(|e| exit(EXIT_USAGE, e))?;
     let partitions = partitions_of(job, date)?;
-    // The command reads each silver table's log once, at one snapshot, for the checks and the
-    // builds alike (it was read five times before the first build).
+    // Each silver table's log is read once, at one snapshot, for the checks and the builds.
     let runner = ctx.runner.frozen().await?;
     let mut failed = 0;
     for p in partitions {
