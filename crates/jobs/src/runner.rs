@@ -165,10 +165,10 @@ pub struct Runner {
     log: RunLog,
     /// A session whose `kpi` views were built once ([`Runner::frozen`]).
     frozen: Option<QueryEngine>,
-    /// Source files per table, listed when a build first counts that table's rows and kept
-    /// for the next builds ([`Runner::frozen`]; the tables are pinned, so a list does not
-    /// change).
-    frozen_rows: Option<FileLists>,
+    /// The source files of each silver table, listed the first time rows are counted in it
+    /// and kept while its snapshot is pinned ([`Runner::pinned_silver`], [`Runner::frozen`]):
+    /// shared by a scheduler pass and the builds it starts.
+    file_lists: Option<FileLists>,
     /// Gold tables as this runner last wrote them ([`Runner::frozen`]).
     frozen_gold: Option<Arc<std::sync::Mutex<HashMap<TableId, DeltaTable>>>>,
     /// The silver tables' columns the frozen views were built over ([`Runner::frozen`]).
@@ -183,7 +183,7 @@ pub struct Runner {
 /// Silver table name → its column names.
 type ColumnMap = Arc<BTreeMap<String, Vec<String>>>;
 
-/// Source files per table, shared by a frozen runner's clones.
+/// Source files per silver table, shared by a pinned runner's clones.
 type FileLists = Arc<std::sync::Mutex<HashMap<TableId, Arc<Vec<SourceFile>>>>>;
 
 /// The silver tables jobs read, as planned over silver tables with these columns.
@@ -202,7 +202,7 @@ impl Runner {
             memory_limit,
             log,
             frozen: None,
-            frozen_rows: None,
+            file_lists: None,
             frozen_gold: None,
             frozen_columns: None,
             reads: Arc::default(),
@@ -224,9 +224,9 @@ impl Runner {
         // object store's blocking reads, and loads at once filled the jobs runtime's four
         // (BENCHMARKS.md, seventh session).
         r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+        r.file_lists = Some(self.file_lists.clone().unwrap_or_default());
         let tables = r.silver_columns().await?;
         r.frozen = Some(r.engine_over(&tables).await?);
-        r.frozen_rows = Some(Arc::default());
         r.frozen_gold = Some(Arc::default());
         r.frozen_columns = Some(Arc::new(tables));
         Ok(r)
@@ -251,6 +251,7 @@ impl Runner {
         let mut r = self.clone();
         if r.frozen.is_none() {
             r.lake = self.lake.pinned(gamelake_common::SCHEMA_SILVER);
+            r.file_lists = Some(self.file_lists.clone().unwrap_or_default());
             r.planner = Some(Arc::default());
         }
         r
@@ -409,24 +410,35 @@ impl Runner {
         Ok(out)
     }
 
-    /// Rows per day (and per hour of the job's time zone) of all of a job's source tables;
-    /// `cache` holds tables already listed.
-    pub async fn source_rows(
-        &self,
-        job: &JobSpec,
-        cache: &mut HashMap<TableId, Vec<SourceFile>>,
-    ) -> anyhow::Result<BTreeMap<NaiveDate, DayRows>> {
+    /// Rows per day (and per hour of the job's time zone) of all of a job's source tables.
+    pub async fn source_rows(&self, job: &JobSpec) -> anyhow::Result<BTreeMap<NaiveDate, DayRows>> {
         let mut total: BTreeMap<NaiveDate, DayRows> = BTreeMap::new();
         for id in self.source_tables(job).await? {
-            if !cache.contains_key(&id) {
-                let files = self.source_files(&id).await?;
-                cache.insert(id.clone(), files);
-            }
-            for f in &cache[&id] {
+            for f in self.files_of(&id).await?.iter() {
                 total.entry(f.day).or_default().add(f, job.time_zone);
             }
         }
         Ok(total)
+    }
+
+    /// [`Runner::source_files`], listed once per pinned snapshot of a silver table. Other
+    /// tables (a `gold.…` dependency) load afresh, so they are listed afresh.
+    async fn files_of(&self, id: &TableId) -> anyhow::Result<Arc<Vec<SourceFile>>> {
+        let lists = self
+            .file_lists
+            .as_ref()
+            .filter(|_| id.schema.as_str() == gamelake_common::SCHEMA_SILVER);
+        if let Some(files) = lists.and_then(|l| l.lock().expect("file lists lock").get(id).cloned())
+        {
+            return Ok(files);
+        }
+        let files = Arc::new(self.source_files(id).await?);
+        if let Some(l) = lists {
+            l.lock()
+                .expect("file lists lock")
+                .insert(id.clone(), files.clone());
+        }
+        Ok(files)
     }
 
     /// Builds one partition once (no retries), without recording a run.
@@ -807,23 +819,7 @@ impl Runner {
     async fn day_rows(&self, job: &JobSpec, day: NaiveDate) -> anyhow::Result<DayRows> {
         let mut rows = DayRows::default();
         for id in self.source_tables(job).await? {
-            let kept = self
-                .frozen_rows
-                .as_ref()
-                .and_then(|f| f.lock().expect("frozen rows lock").get(&id).cloned());
-            let files = match kept {
-                Some(files) => files,
-                None => {
-                    let files = Arc::new(self.source_files(&id).await?);
-                    if let Some(f) = &self.frozen_rows {
-                        f.lock()
-                            .expect("frozen rows lock")
-                            .insert(id.clone(), files.clone());
-                    }
-                    files
-                }
-            };
-            for f in files.iter().filter(|f| f.day == day) {
+            for f in self.files_of(&id).await?.iter().filter(|f| f.day == day) {
                 rows.add(f, job.time_zone);
             }
         }

@@ -416,16 +416,12 @@ impl Scheduler {
     pub async fn tick(&self) -> anyhow::Result<Vec<JoinHandle<Vec<RunRecord>>>> {
         let now = self.clock.now();
         let runs = self.runner.log().runs();
-        let mut cache = HashMap::new();
         let mut rows = SourceRows::new();
         // Each silver table is read once for every job's rows and the tables each job reads,
         // and the builds this pass starts read the same snapshots.
         let counter = self.runner.pinned_silver();
         for job in self.jobs.all() {
-            rows.insert(
-                job.name.clone(),
-                counter.source_rows(job, &mut cache).await?,
-            );
+            rows.insert(job.name.clone(), counter.source_rows(job).await?);
         }
         let mut started = Vec::new();
         // First attempts of a job that does not read its own table, for one trigger, are built

@@ -829,3 +829,64 @@ async fn late_rows_rebuild_only_the_jobs_that_read_their_table() {
     clock.advance(Duration::from_secs(30));
     assert!(tick(&s).await.is_empty());
 }
+
+/// A frozen runner counts a silver table's rows at its snapshot, however many times it is asked
+/// (the file lists are kept), while a `gold.…` dependency, which is not pinned, is counted as it
+/// is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_counts_silver_rows_at_the_snapshot_and_gold_rows_as_they_are() {
+    let mut f = fixture(
+        &[(
+            "watch",
+            "-- depends_on: silver.login, gold.base\nSELECT :date AS event_date",
+        )],
+        &["watch"],
+    )
+    .await;
+    let job = f.jobs.get("watch").unwrap().clone();
+    let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    logins(
+        &mut f.sink,
+        &[1, 2],
+        "2026-11-01T01:00:00Z",
+        "2026-11-01",
+        1,
+    )
+    .await;
+    let mut gold = DeltaSink::open(&f.lake, TableId::new("gold", "base"), "event_date")
+        .await
+        .unwrap();
+    events(
+        &mut gold,
+        "base",
+        &[1],
+        None,
+        "2026-11-01T01:00:00Z",
+        "2026-11-01",
+        1,
+    )
+    .await;
+
+    let frozen = f.runner.frozen().await.unwrap();
+    let total = |rows: &std::collections::BTreeMap<NaiveDate, gamelake_jobs::runner::DayRows>| {
+        rows.get(&day).map_or(0, |r| r.total)
+    };
+    assert_eq!(total(&frozen.source_rows(&job).await.unwrap()), 3);
+
+    logins(&mut f.sink, &[3], "2026-11-01T02:00:00Z", "2026-11-01", 2).await;
+    events(
+        &mut gold,
+        "base",
+        &[2, 3],
+        None,
+        "2026-11-01T02:00:00Z",
+        "2026-11-01",
+        2,
+    )
+    .await;
+    // 2 silver rows at the snapshot, 3 gold rows now.
+    assert_eq!(total(&frozen.source_rows(&job).await.unwrap()), 5);
+    // A new snapshot sees the new login too.
+    let fresh = f.runner.frozen().await.unwrap();
+    assert_eq!(total(&fresh.source_rows(&job).await.unwrap()), 6);
+}

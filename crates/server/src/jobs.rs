@@ -237,7 +237,7 @@ async fn check_past(runner: &Runner, job: &JobSpec, from: Partition) -> anyhow::
         return Ok(());
     }
     let runs = runner.log().runs();
-    let rows = runner.source_rows(job, &mut Default::default()).await?;
+    let rows = runner.source_rows(job).await?;
     let missing: Vec<Partition> = rows
         .iter()
         .filter(|(d, _)| **d <= from.date)

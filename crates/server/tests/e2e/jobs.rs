@@ -24,6 +24,25 @@ fn cli(dir: &Path, args: &[&str]) -> Output {
         .expect("running gamelake")
 }
 
+/// A server whose own scheduler is off (the command lines drive the jobs), with `jobs` (file
+/// name, SQL) in its jobs folder and the golden KPI lines ingested: their 10 logins are
+/// committed when this returns.
+async fn server_with_kpi_log(dir: &Path, jobs: &[(&str, &str)]) -> Server {
+    let s = Server::start(
+        dir,
+        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
+    );
+    let folder = dir.join("data").join("jobs");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (name, sql) in jobs {
+        std::fs::write(folder.join(name), sql).unwrap();
+    }
+    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
+    s.wait_for("SELECT count(*) FROM silver.login", one(10))
+        .await;
+    s
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -34,25 +53,19 @@ fn text(b: &[u8]) -> String {
 #[tokio::test]
 async fn hourly_depends_on_past_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
+    let s = server_with_kpi_log(
         dir.path(),
-        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
-    );
-    let jobs = dir.path().join("data").join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    std::fs::write(
-        jobs.join("first_hours.sql"),
-        "-- granularity: hour\n-- depends_on: silver.login\n-- depends_on_past: true\n\
-         -- target_columns: account BIGINT, event_date DATE, event_hour INT\n\
-         SELECT DISTINCT l.account_id AS account, :date AS event_date, :hour AS event_hour\n\
-         FROM silver.login l WHERE l.event_time >= :start AND l.event_time < :end\n\
-           AND l.account_id NOT IN (SELECT account FROM gold.first_hours\n\
-             WHERE event_date < :date OR (event_date = :date AND event_hour < :hour))",
+        &[(
+            "first_hours.sql",
+            "-- granularity: hour\n-- depends_on: silver.login\n-- depends_on_past: true\n\
+             -- target_columns: account BIGINT, event_date DATE, event_hour INT\n\
+             SELECT DISTINCT l.account_id AS account, :date AS event_date, :hour AS event_hour\n\
+             FROM silver.login l WHERE l.event_time >= :start AND l.event_time < :end\n\
+               AND l.account_id NOT IN (SELECT account FROM gold.first_hours\n\
+                 WHERE event_date < :date OR (event_date = :date AND event_hour < :hour))",
+        )],
     )
-    .unwrap();
-    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(10))
-        .await;
+    .await;
 
     let out = cli(
         dir.path(),
@@ -108,20 +121,14 @@ async fn hourly_depends_on_past_from_the_command_line() {
 async fn airflow_command_lines_exit_codes_backfill_and_history() {
     let dir = tempfile::tempdir().unwrap();
     // The DAG drives the jobs: the server's own scheduler is off.
-    let s = Server::start(
+    let s = server_with_kpi_log(
         dir.path(),
-        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
-    );
-    let jobs = dir.path().join("data").join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    std::fs::write(
-        jobs.join("broken.sql"),
-        "-- retries: 1\n-- retry_backoff: 100ms\nSELECT :date AS event_date, no_such_column FROM silver.login",
+        &[(
+            "broken.sql",
+            "-- retries: 1\n-- retry_backoff: 100ms\nSELECT :date AS event_date, no_such_column FROM silver.login",
+        )],
     )
-    .unwrap();
-    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(10))
-        .await;
+    .await;
 
     let list = cli(dir.path(), &["jobs", "list"]);
     assert!(list.status.success(), "{}", text(&list.stderr));
@@ -632,13 +639,7 @@ async fn airflow_dag_command_lines() {
         Err(_) => return crate::util::missing("python3"),
     };
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        "[lake]\ncommit_interval_ms = 200\n[jobs]\nenabled = false\n",
-    );
-    assert_eq!(s.post_logs(KPI_LOG, &[]).await.0, 200);
-    s.wait_for("SELECT count(*) FROM silver.login", one(10))
-        .await;
+    let s = server_with_kpi_log(dir.path(), &[]).await;
     let config = dir.path().join("airflow.toml");
     std::fs::write(
         &config,
