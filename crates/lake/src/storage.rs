@@ -60,6 +60,10 @@ pub struct Lake {
     prefix: StorePath,
     /// With [`Lake::pinned`]: the snapshot each table of one schema was first loaded at.
     pinned: Option<Pinned>,
+    /// The latest snapshot loaded of each table, shared by every clone of this lake: the next
+    /// load of the table reads only the log entries after it (a listing of the log when none
+    /// are new) instead of its last checkpoint and every commit since.
+    latest: Arc<std::sync::Mutex<std::collections::HashMap<TableId, DeltaTable>>>,
 }
 
 /// Tables of one schema held at the snapshot they were first loaded at.
@@ -97,6 +101,7 @@ impl Lake {
             store: Arc::from(store),
             prefix,
             pinned: None,
+            latest: Arc::default(),
         })
     }
 
@@ -202,6 +207,25 @@ impl Lake {
     }
 
     async fn load_latest(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
+        let known = self
+            .latest
+            .lock()
+            .expect("latest snapshots")
+            .get(id)
+            .cloned();
+        if let Some(mut table) = known {
+            match table.update_incremental(None).await {
+                Ok(()) => {
+                    self.remember(id, &table);
+                    return Ok(Some(table));
+                }
+                // Gone or rewritten under us (its directory removed by hand): load it afresh.
+                Err(e) => {
+                    tracing::debug!(table = %id, error = %e, "updating the last snapshot failed; loading afresh");
+                    self.latest.lock().expect("latest snapshots").remove(id);
+                }
+            }
+        }
         if !self.exists(id).await? {
             return Ok(None);
         }
@@ -210,7 +234,23 @@ impl Lake {
             table: id.to_string(),
             source,
         })?;
-        Ok(table.version().is_some().then_some(table))
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        self.remember(id, &table);
+        Ok(Some(table))
+    }
+
+    /// Keeps `table` as the latest snapshot of `id` unless a newer one is already kept (two
+    /// loads may finish out of order).
+    fn remember(&self, id: &TableId, table: &DeltaTable) {
+        let mut latest = self.latest.lock().expect("latest snapshots");
+        match latest.get(id) {
+            Some(kept) if kept.version() >= table.version() => {}
+            _ => {
+                latest.insert(id.clone(), table.clone());
+            }
+        }
     }
 
     /// A handle on a table that may not exist yet (its first write creates it), over a
@@ -401,5 +441,69 @@ mod tests {
             Some(1)
         );
         assert_eq!(version(lake.load(&silver).await.unwrap()), Some(1));
+    }
+
+    /// A load after the first reads only the log entries after the snapshot the lake kept: with
+    /// the commits before it gone from the log, the table still loads, and sees a second
+    /// writer's commits and a checkpoint written after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_load_reads_only_the_commits_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let id = TableId::new("silver", "t");
+        for a in 1..=3 {
+            append(&lake, &id, a).await;
+        }
+        let version = |t: Option<deltalake::DeltaTable>| t.unwrap().version();
+        assert_eq!(version(lake.load(&id).await.unwrap()), Some(2));
+
+        // Another process's lake writes the next commit; the earlier ones disappear.
+        let other = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        append(&other, &id, 4).await;
+        let log = dir.path().join("silver/t/_delta_log");
+        let commit = |v: u64| log.join(format!("{v:020}.json"));
+        let kept: Vec<Vec<u8>> = (0..=2).map(|v| std::fs::read(commit(v)).unwrap()).collect();
+        for v in 0..=2 {
+            std::fs::remove_file(commit(v)).unwrap();
+        }
+        assert!(
+            Lake::open(dir.path().to_str().unwrap())
+                .unwrap()
+                .load(&id)
+                .await
+                .is_err(),
+            "a fresh load cannot read a log without its first commits"
+        );
+        assert_eq!(version(lake.load(&id).await.unwrap()), Some(3));
+        assert_eq!(lake.files(&id).await.unwrap().len(), 4);
+        for (v, bytes) in kept.iter().enumerate() {
+            std::fs::write(commit(v as u64), bytes).unwrap();
+        }
+
+        // A checkpoint after the kept snapshot, a commit, then the log before the checkpoint
+        // cleaned up: read from the checkpoint on.
+        append(&other, &id, 5).await;
+        let table = other.load(&id).await.unwrap().unwrap();
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .unwrap();
+        append(&other, &id, 6).await;
+        for v in 0..=4 {
+            std::fs::remove_file(commit(v)).unwrap();
+        }
+        assert_eq!(version(lake.load(&id).await.unwrap()), Some(5));
+        assert_eq!(lake.files(&id).await.unwrap().len(), 6);
+        let engine = crate::QueryEngine::new(lake.clone());
+        let (_, batches) = engine
+            .sql("SELECT sum(a) AS s FROM silver.t")
+            .await
+            .unwrap();
+        let sum = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(sum, 21);
     }
 }
