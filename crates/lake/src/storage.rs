@@ -62,7 +62,9 @@ pub struct Lake {
     pinned: Option<Pinned>,
     /// The latest snapshot loaded of each table, shared by every clone of this lake: the next
     /// load of the table reads only the log entries after it (a listing of the log when none
-    /// are new) instead of its last checkpoint and every commit since.
+    /// are new) instead of its last checkpoint and every commit since. gamelake never removes a
+    /// table; one whose directory is removed by hand while the process runs keeps answering
+    /// from its last snapshot (and fails on its missing files) until a restart.
     latest: Arc<std::sync::Mutex<std::collections::HashMap<TableId, DeltaTable>>>,
 }
 
@@ -171,7 +173,7 @@ impl Lake {
 
     /// The same root, where each table of `schema` is loaded once and then kept at that
     /// snapshot: for a run over past data (a backfill) that reads the same tables many times
-    /// and wants one consistent view of them. Tables of other schemas load afresh. A lake
+    /// and wants one consistent view of them. Tables of other schemas load their latest snapshot. A lake
     /// already pinned to `schema` is returned as it is, with the snapshots it holds.
     pub fn pinned(&self, schema: &str) -> Lake {
         if self.pinned.as_ref().is_some_and(|p| p.schema == schema) {
@@ -219,7 +221,7 @@ impl Lake {
                     self.remember(id, &table);
                     return Ok(Some(table));
                 }
-                // Gone or rewritten under us (its directory removed by hand): load it afresh.
+                // The log could not be read on from there: load the table from its start.
                 Err(e) => {
                     tracing::debug!(table = %id, error = %e, "updating the last snapshot failed; loading afresh");
                     self.latest.lock().expect("latest snapshots").remove(id);
