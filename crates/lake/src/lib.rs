@@ -30,3 +30,25 @@ pub use error::LakeError;
 pub use query::QueryEngine;
 pub use sink::{CommitSummary, DeltaSink, TableSink};
 pub use storage::{FileInfo, Lake, TableId, TableInfo};
+
+/// Helpers of the crate's tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use deltalake::arrow::array::Int64Array;
+
+    use crate::{Lake, QueryEngine};
+
+    /// `sum(a)` of `silver.<table>` as a query over the lake sees it.
+    pub(crate) async fn sum_of_a(lake: &Lake, table: &str) -> i64 {
+        let (_, batches) = QueryEngine::new(lake.clone())
+            .sql(&format!("SELECT sum(a) AS s FROM silver.{table}"))
+            .await
+            .unwrap();
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+}

@@ -202,14 +202,9 @@ mod tests {
         };
         assert_eq!(files(&ours).len(), commits as usize);
         assert_eq!(files(&ours), files(&theirs));
-        let q = crate::QueryEngine::new(lake.clone());
-        let (_, batches) = q.sql("SELECT sum(a) AS s FROM silver.t").await.unwrap();
-        let sum = batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0);
-        assert_eq!(sum, (0..commits).sum::<i64>());
+        assert_eq!(
+            crate::test_util::sum_of_a(&lake, "t").await,
+            (0..commits).sum::<i64>()
+        );
     }
 }

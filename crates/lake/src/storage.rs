@@ -495,17 +495,6 @@ mod tests {
         }
         assert_eq!(version(lake.load(&id).await.unwrap()), Some(5));
         assert_eq!(lake.files(&id).await.unwrap().len(), 6);
-        let engine = crate::QueryEngine::new(lake.clone());
-        let (_, batches) = engine
-            .sql("SELECT sum(a) AS s FROM silver.t")
-            .await
-            .unwrap();
-        let sum = batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0);
-        assert_eq!(sum, 21);
+        assert_eq!(crate::test_util::sum_of_a(&lake, "t").await, 21);
     }
 }
