@@ -14,7 +14,6 @@ use gamelake_lake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, T
 use gamelake_lake::datafusion::datasource::ViewTable;
 use gamelake_lake::datafusion::error::{DataFusionError, Result as DfResult};
 use gamelake_lake::datafusion::logical_expr::TableType;
-use gamelake_lake::deltalake::DeltaTable;
 use gamelake_lake::{Lake, QueryEngine, TableId};
 
 use crate::kpi::KpiConfig;
@@ -169,8 +168,6 @@ pub struct Runner {
     /// and kept while its snapshot is pinned ([`Runner::pinned_silver`], [`Runner::frozen`]):
     /// shared by a scheduler pass and the builds it starts.
     file_lists: Option<FileLists>,
-    /// Gold tables as this runner last wrote them ([`Runner::frozen`]).
-    frozen_gold: Option<Arc<std::sync::Mutex<HashMap<TableId, DeltaTable>>>>,
     /// The silver tables' columns the frozen views were built over ([`Runner::frozen`]).
     frozen_columns: Option<Arc<BTreeMap<String, Vec<String>>>>,
     /// The silver tables each job reads ([`Runner::silver_reads`]), shared by clones.
@@ -203,7 +200,6 @@ impl Runner {
             log,
             frozen: None,
             file_lists: None,
-            frozen_gold: None,
             frozen_columns: None,
             reads: Arc::default(),
             planner: None,
@@ -213,9 +209,9 @@ impl Runner {
     /// A runner that builds the `kpi` views once and reuses them for every build, each silver
     /// table read at one snapshot throughout: for a backfill, a `gamelake jobs run` and each
     /// scheduled build, it saves loading every silver table for the columns, the views and the
-    /// row counts of each partition. Gold tables are still read afresh, so a job sees what its
-    /// upstream built earlier in the same backfill. On a lake already pinned to silver (a
-    /// scheduler pass's, [`Runner::pinned_silver`]) the snapshot is that one.
+    /// row counts of each partition. Gold tables are read at their latest snapshot, so a job
+    /// sees what its upstream built earlier in the same backfill. On a lake already pinned to
+    /// silver (a scheduler pass's, [`Runner::pinned_silver`]) the snapshot is that one.
     pub async fn frozen(&self) -> anyhow::Result<Self> {
         let mut r = self.clone();
         // Each silver table is read from its log once, not for its columns, its view and its
@@ -227,7 +223,6 @@ impl Runner {
         r.file_lists = Some(self.file_lists.clone().unwrap_or_default());
         let tables = r.silver_columns().await?;
         r.frozen = Some(r.engine_over(&tables).await?);
-        r.frozen_gold = Some(Arc::default());
         r.frozen_columns = Some(Arc::new(tables));
         Ok(r)
     }
@@ -422,7 +417,7 @@ impl Runner {
     }
 
     /// [`Runner::source_files`], listed once per pinned snapshot of a silver table. Other
-    /// tables (a `gold.…` dependency) load afresh, so they are listed afresh.
+    /// tables (a `gold.…` dependency) load their latest snapshot, so they are listed again.
     async fn files_of(&self, id: &TableId) -> anyhow::Result<Arc<Vec<SourceFile>>> {
         let lists = self
             .file_lists
@@ -539,14 +534,9 @@ impl Runner {
         if batches.is_empty() {
             batches.push(empty);
         }
-        let loaded = self
-            .frozen_gold
-            .as_ref()
-            .and_then(|g| g.lock().expect("gold lock").remove(&target));
-        let (version, table) = gamelake_lake::sink::replace_partition(
+        let version = gamelake_lake::sink::replace_partition(
             &self.lake,
             &target,
-            loaded,
             batches,
             &partition_columns(job),
             &replace_predicate(job, parts),
@@ -556,9 +546,6 @@ impl Runner {
             ],
         )
         .await?;
-        if let Some(g) = &self.frozen_gold {
-            g.lock().expect("gold lock").insert(target, table);
-        }
         tracing::debug!(
             job = %job.name,
             partitions = parts.len(),
@@ -580,7 +567,6 @@ impl Runner {
         gamelake_lake::sink::replace_partition(
             &self.lake,
             &target,
-            None,
             vec![empty],
             &partition_columns,
             "false",

@@ -55,7 +55,7 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::{BlindDeltaTable, DeltaTable, DeltaTableError};
+use deltalake::{BlindDeltaTable, DeltaTableError};
 
 use crate::unify::{conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
@@ -546,18 +546,16 @@ fn by_partition(batches: &[RecordBatch], column: &str) -> Option<Vec<(i32, Recor
 /// Replaces the rows of `table` that match `predicate` (a partition, e.g.
 /// `event_date = '2026-11-28'`) with `batches` in one commit, creating the table partitioned
 /// by `partition_columns` if needed. Rows outside the predicate make the commit fail. Returns
-/// the new version and the table at it. `loaded` is a handle from an earlier call (saves
-/// reading the log again; a commit made by someone else since is caught by Delta's conflict
-/// check and the commit retried against it).
+/// the new version; the lake keeps the table at it, so the next load of the table (the next
+/// partition's commit, a query of it) reads nothing it wrote again.
 pub async fn replace_partition(
     lake: &Lake,
     id: &TableId,
-    loaded: Option<DeltaTable>,
     batches: Vec<RecordBatch>,
     partition_columns: &[String],
     predicate: &str,
     metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
-) -> Result<(u64, DeltaTable), LakeError> {
+) -> Result<u64, LakeError> {
     let delta = |source| LakeError::Delta {
         table: id.to_string(),
         source,
@@ -565,11 +563,7 @@ pub async fn replace_partition(
     let commit = CommitProperties::default()
         .with_metadata(metadata)
         .with_max_retries(10);
-    let existing = match loaded {
-        Some(t) => Some(t),
-        None => lake.load(id).await?,
-    };
-    let builder = match existing {
+    let builder = match lake.load(id).await? {
         Some(table) => table
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
@@ -585,7 +579,8 @@ pub async fn replace_partition(
         .with_commit_properties(commit)
         .await
         .map_err(delta)?;
-    Ok((table.version().unwrap_or(0), table))
+    lake.remember(id, &table);
+    Ok(table.version().unwrap_or(0))
 }
 
 #[cfg(test)]

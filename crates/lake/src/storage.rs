@@ -173,8 +173,9 @@ impl Lake {
 
     /// The same root, where each table of `schema` is loaded once and then kept at that
     /// snapshot: for a run over past data (a backfill) that reads the same tables many times
-    /// and wants one consistent view of them. Tables of other schemas load their latest snapshot. A lake
-    /// already pinned to `schema` is returned as it is, with the snapshots it holds.
+    /// and wants one consistent view of them. Tables of other schemas load their latest
+    /// snapshot. A lake already pinned to `schema` is returned as it is, with the snapshots it
+    /// holds.
     pub fn pinned(&self, schema: &str) -> Lake {
         if self.pinned.as_ref().is_some_and(|p| p.schema == schema) {
             return self.clone();
@@ -244,8 +245,8 @@ impl Lake {
     }
 
     /// Keeps `table` as the latest snapshot of `id` unless a newer one is already kept (two
-    /// loads may finish out of order).
-    fn remember(&self, id: &TableId, table: &DeltaTable) {
+    /// loads, or a load and a write, may finish out of order).
+    pub(crate) fn remember(&self, id: &TableId, table: &DeltaTable) {
         let mut latest = self.latest.lock().expect("latest snapshots");
         match latest.get(id) {
             Some(kept) if kept.version() >= table.version() => {}
