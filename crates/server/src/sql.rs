@@ -193,7 +193,10 @@ impl Runner {
                     .await
                     .with_context(|| format!("sending the query to `{url}`"))?;
                 let status = resp.status();
-                let body = resp.bytes().await.context("reading the answer")?;
+                let body = resp.bytes().await.context(
+                    "reading the answer: the server stopped sending it (a query that fails \
+                     after its first rows ends its answer early; `system.queries` has the error)",
+                )?;
                 if !status.is_success() {
                     let msg = serde_json::from_slice::<serde_json::Value>(&body)
                         .ok()

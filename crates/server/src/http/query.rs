@@ -60,9 +60,18 @@ pub async fn post_query(
     let deadline = tokio::time::Instant::now() + timeout;
     // Planning errors (bad SQL, unknown column) answer 400 before any row is sent.
     let planned = tokio::time::timeout_at(deadline, state.query.stream(&run.sql)).await;
-    let stream = match planned {
+    let mut stream = match planned {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(run.fail(e.to_string())),
+        Err(_) => return Err(run.fail(run.timeout_message())),
+    };
+    // The answer starts with the first batch, so that an error before it (a value that does
+    // not cast, a division by zero, memory, the timeout) still answers 400 with its message.
+    // Aggregations and sorts produce their first rows last, so most errors are caught here.
+    let first = match tokio::time::timeout_at(deadline, stream.next()).await {
+        Ok(Some(Ok(batch))) => Some(batch),
+        Ok(Some(Err(e))) => return Err(run.fail(e.to_string())),
+        Ok(None) => None,
         Err(_) => return Err(run.fail(run.timeout_message())),
     };
     let accept = headers
@@ -72,21 +81,36 @@ pub async fn post_query(
     let (encoder, head) = Encoder::new(Format::from_accept(accept), stream.schema())
         .map_err(|e| run.fail(format!("encoding the result: {e}")))?;
     let content_type = encoder.format.content_type();
-    // Rows go out batch by batch as the engine produces them; an error or the timeout after
-    // the first byte ends the body early (the client sees a truncated answer, and the query
-    // log and metrics record the error).
+    // Rows go out batch by batch as the engine produces them. An error or the timeout after
+    // the first batch cannot change the status any more: the body gets the error's JSON on a
+    // line of its own (not in Arrow IPC), then ends without its closing bytes, so that no
+    // client takes the rows before it for the whole answer. The query log, the metrics and
+    // the server's log record the error.
     let sending = Sending {
         rows: Some(stream),
         run,
         encoder,
         head: Some(head),
+        first,
+        failed: None,
     };
     let body = futures::stream::unfold(sending, move |mut s| async move {
         if let Some(head) = s.head.take() {
             return Some((Ok(head), s));
         }
+        if let Some(msg) = s.failed.take() {
+            s.rows = None;
+            // hyper drops what it has buffered but not written when the body fails in the
+            // same turn; yielding once lets it flush the error's line to the socket first.
+            tokio::task::yield_now().await;
+            return Some((Err(std::io::Error::other(msg)), s));
+        }
         let rows = s.rows.as_mut()?;
-        let encoded = match tokio::time::timeout_at(deadline, rows.next()).await {
+        let next = match s.first.take() {
+            Some(batch) => Ok(Some(Ok(batch))),
+            None => tokio::time::timeout_at(deadline, rows.next()).await,
+        };
+        let encoded = match next {
             Ok(Some(Ok(batch))) => {
                 s.run.rows += batch.num_rows() as u64;
                 s.encoder.batch(&batch)
@@ -101,9 +125,10 @@ pub async fn post_query(
         match encoded {
             Ok(bytes) => Some((Ok(bytes), s)),
             Err(msg) => {
-                s.rows = None;
+                tracing::warn!(error = %msg, rows_sent = s.run.rows, "a query failed after its first rows were sent");
                 s.run.error = Some(msg.clone());
-                Some((Err(std::io::Error::other(msg)), s))
+                s.failed = Some(msg.clone());
+                Some((Ok(s.encoder.error_line(&msg)), s))
             }
         }
     });
@@ -120,6 +145,10 @@ struct Sending {
     run: Run,
     encoder: Encoder,
     head: Option<axum::body::Bytes>,
+    /// The batch read before the answer started.
+    first: Option<RecordBatch>,
+    /// The error that ends the body, once its line went out.
+    failed: Option<String>,
 }
 
 /// One query of the API: recorded in `system.queries` and the metrics when it ends (its
@@ -283,6 +312,17 @@ impl Encoder {
             }
         }
         Ok(out.into())
+    }
+
+    /// The line that tells a client reading a failed answer why it ends early: the error body
+    /// of the API on a line of its own; nothing in Arrow IPC, where text would only corrupt the
+    /// stream further.
+    fn error_line(&self, msg: &str) -> axum::body::Bytes {
+        if let Format::Arrow = self.format {
+            return axum::body::Bytes::new();
+        }
+        let body = serde_json::json!({ "error": msg, "code": ErrorCode::BadQuery.as_str() });
+        format!("\n{body}\n").into()
     }
 
     /// What closes the answer: JSON's brackets, Arrow's end-of-stream marker.

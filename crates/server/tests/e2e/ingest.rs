@@ -216,6 +216,13 @@ async fn query_formats_and_errors() {
     assert_eq!(status, 400);
     assert_eq!(err["code"], "bad_query");
     assert!(err["error"].as_str().unwrap().contains("nope"), "{err}");
+    // An error while the query runs, before its first rows: 400 with the engine's message.
+    let (status, err) = s
+        .try_query("SELECT CAST(store AS INT) FROM silver.payment")
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["code"], "bad_query");
+    assert!(err["error"].as_str().unwrap().contains("'google'"), "{err}");
     let (status, err) = s.try_query("DROP TABLE silver.payment").await;
     assert_eq!(status, 400, "{err}");
     let bad = s
@@ -564,6 +571,42 @@ async fn large_results_stream_in_every_format_and_the_timeout_holds() {
         .await;
     assert_eq!(logged.len(), 4);
     assert!(logged.iter().all(|r| r[0] == 30_000), "{logged:?}");
+
+    // An error after the first rows went out: the body carries the error on a line of its own,
+    // then ends without closing the JSON, so no client mistakes the rows before it for the
+    // answer. generate_series yields its rows in order, 8 192 at a time: the third batch fails.
+    let mut failing = s
+        .client
+        .post(format!("{}/v1/query", s.url))
+        .json(&serde_json::json!({"sql": "SELECT CAST(CASE WHEN value < 20000 THEN '1' ELSE 'x' END AS INT) AS v FROM generate_series(1, 100000)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failing.status(), 200);
+    let mut body = Vec::new();
+    let ended = loop {
+        match failing.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            Ok(None) => break "cleanly",
+            Err(_) => break "with an error",
+        }
+    };
+    assert_eq!(ended, "with an error");
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.starts_with("{\"columns\":[{\"name\":\"v\""),
+        "{}",
+        &body[..80]
+    );
+    let last: serde_json::Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["code"], "bad_query");
+    assert!(last["error"].as_str().unwrap().contains("'x'"), "{last}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
+    let logged = s
+        .query("SELECT error FROM system.queries WHERE sql LIKE '%generate_series(1, 100000)%' AND error IS NOT NULL")
+        .await;
+    assert_eq!(logged.len(), 1);
+    assert!(logged[0][0].as_str().unwrap().contains("'x'"), "{logged:?}");
     drop(s);
 
     // A query running past `query.timeout_ms` is cancelled with an error that names the key.
