@@ -38,13 +38,21 @@ views = [v.strip() for v in open(views_sql).read().split(";\n") if v.strip()]
 
 # ccu's DataFusion spellings, in each peer's words (same meaning):
 # date_bin(step, t, origin) → DuckDB time_bucket(step, t, origin); Spark: microseconds from
-# the origin, floored to the step. unnest(generate_series(a, b, step)) → Spark
+# the origin, floored to the step. CAST(t AS BIGINT) of a timestamp (nanoseconds) → DuckDB
+# epoch_ns(t); Spark unix_micros(t) * 1000. unnest(generate_series(a, b, step)) → Spark
 # explode(sequence(a, b, step)). arrow_cast(t, 'Timestamp(…UTC…)') → a time zone type.
 DATE_BIN = re.compile(r"date_bin\(INTERVAL '5 minutes', (\w+), (TIMESTAMP '[^']+')\)")
+# A timestamp as nanoseconds since the epoch: `CAST(t AS BIGINT)` of a column, or of a literal
+# cast to TIMESTAMP (DuckDB epoch_ns; Spark unix_micros × 1000, its CAST gives seconds).
+EPOCH_NS = re.compile(r"CAST\((t1|e|CAST\(TIMESTAMP '[^']+' AS TIMESTAMP\)) AS BIGINT\)")
+# Nanoseconds since the epoch back to a UTC timestamp.
+FROM_NS = re.compile(r"arrow_cast\(arrow_cast\(([\w.]+), 'Timestamp\(Nanosecond, None\)'\), '[^']*'\)")
 
 
 def duckdb_dialect(sql):
     sql = DATE_BIN.sub(r"time_bucket(INTERVAL '5 minutes', \1, \2)", sql)
+    sql = EPOCH_NS.sub(r"epoch_ns(\1)", sql)
+    sql = FROM_NS.sub(r"CAST(make_timestamp(\1 // 1000) AS TIMESTAMPTZ)", sql)
     return re.sub(r"arrow_cast\(([\w.]+), '[^']*'\)", r"CAST(\1 AS TIMESTAMPTZ)", sql)
 
 
@@ -53,6 +61,8 @@ def spark_dialect(sql):
         r"timestamp_micros(unix_micros(\2) + CAST(floor((unix_micros(\1) - unix_micros(\2)) / 300000000.0) AS BIGINT) * 300000000)",
         sql,
     )
+    sql = EPOCH_NS.sub(r"(unix_micros(\1) * 1000)", sql)
+    sql = FROM_NS.sub(r"timestamp_micros(\1 div 1000)", sql)
     sql = sql.replace("unnest(generate_series(", "explode(sequence(")
     return re.sub(r"arrow_cast\(([\w.]+), '[^']*'\)", r"\1", sql)
 
