@@ -17,6 +17,7 @@ use deltalake::datafusion::error::{DataFusionError, Result as DfResult};
 use deltalake::datafusion::execution::memory_pool::FairSpillPool;
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::execution::SendableRecordBatchStream;
+use deltalake::datafusion::logical_expr::{LogicalPlan, Statement};
 use deltalake::datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use gamelake_common::{SCHEMA_SILVER, STORED_SCHEMAS};
 
@@ -31,6 +32,9 @@ pub struct QueryEngine {
     ctx: SessionContext,
     catalog: Arc<MemoryCatalogProvider>,
     schemas: Vec<Arc<LakeSchema>>,
+    /// Whether many users share the session (a server): statements that would change it for
+    /// all of them are refused ([`changes_shared_session`]).
+    shared: bool,
 }
 
 impl QueryEngine {
@@ -74,7 +78,16 @@ impl QueryEngine {
             ctx,
             catalog,
             schemas,
+            shared: false,
         }
+    }
+
+    /// The same engine for a server, whose users share one session: `SET` and `RESET` of
+    /// engine settings and SQL `PREPARE`/`DEALLOCATE` are refused, since they would change
+    /// the session of every other user. A local session (`gamelake sql --data-dir`) keeps them.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
     }
 
     /// The session, for registering extra schemas or functions.
@@ -110,7 +123,16 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(true);
-        Ok(self.ctx.sql_with_options(sql, options).await?)
+        // `SessionContext::sql_with_options`, with the shared-session check between planning
+        // and execution (a `SET` takes effect when it executes).
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        options.verify_plan(&plan)?;
+        if self.shared {
+            if let Some(msg) = changes_shared_session(&plan) {
+                return Err(DataFusionError::Plan(msg).into());
+            }
+        }
+        Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
     /// Runs a statement and collects its rows.
@@ -125,6 +147,29 @@ impl QueryEngine {
     pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, LakeError> {
         Ok(self.plan(sql).await?.execute_stream().await?)
     }
+}
+
+/// Why a planned statement would change a session that many users share, if it would: an
+/// engine setting (`SET`/`RESET`) holds for every later query of every user, and a prepared
+/// statement stays in the session for anyone to run. A server's settings are its config.
+pub fn changes_shared_session(plan: &LogicalPlan) -> Option<String> {
+    let LogicalPlan::Statement(statement) = plan else {
+        return None;
+    };
+    // DataFusion keeps the variables under `datafusion.` (`datafusion.runtime.` too) in the
+    // session; it refuses other names when the statement runs, and a Postgres client's own
+    // (`statement_timeout`, `extra_float_digits`) are the pg layer's, per connection.
+    let engine_setting = |name: &str| name.to_ascii_lowercase().starts_with("datafusion.");
+    let what = match statement {
+        Statement::SetVariable(v) if engine_setting(&v.variable) => "SET of engine settings",
+        Statement::ResetVariable(v) if engine_setting(&v.variable) => "RESET of engine settings",
+        Statement::Prepare(_) | Statement::Deallocate(_) => "SQL PREPARE and DEALLOCATE",
+        _ => return None,
+    };
+    Some(format!(
+        "{what} would change the session every user of this server shares, so gamelake refuses \
+         them; the server's query settings are its config file (`[query]`)"
+    ))
 }
 
 /// Whether a statement may read the catalog's table listing (`SHOW …`, `information_schema`).

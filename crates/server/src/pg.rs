@@ -312,7 +312,7 @@ impl AuthSource for KeyAuth {
 /// What every statement goes through before DataFusion plans it: the lake's tables are
 /// re-listed (as `QueryEngine::plan` does for HTTP queries, so `\dt`, information_schema and
 /// pg_catalog show new tables at once), and statements that would create, change or drop
-/// anything are refused.
+/// anything, or the session every connection shares (`SET datafusion.…`), are refused.
 struct BeforePlanning(QueryEngine);
 
 impl BeforePlanning {
@@ -331,6 +331,14 @@ impl BeforePlanning {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(true);
+        if let Some(msg) = gamelake_lake::query::changes_shared_session(&plan) {
+            // 0A000: feature_not_supported.
+            return Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "0A000".into(),
+                msg,
+            ))));
+        }
         options.verify_plan(&plan).err().map(|e| {
             PgWireError::UserError(Box::new(ErrorInfo::new(
                 "ERROR".into(),

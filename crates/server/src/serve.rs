@@ -43,7 +43,8 @@ pub async fn run(
     let query = QueryEngine::with_memory_limit(
         lake.clone(),
         Some((cfg.query.memory_limit_mb as usize) << 20),
-    );
+    )
+    .shared();
     let queries = Arc::new(crate::system::QueryLog::default());
     query.register_schema(
         "system",

@@ -223,6 +223,24 @@ async fn query_formats_and_errors() {
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["code"], "bad_query");
     assert!(err["error"].as_str().unwrap().contains("'google'"), "{err}");
+    // Engine settings are the server's: one user cannot change them for every other one.
+    for stmt in [
+        "SET datafusion.execution.batch_size = 7",
+        "RESET datafusion.execution.batch_size",
+        "PREPARE p AS SELECT 1",
+    ] {
+        let (status, err) = s.try_query(stmt).await;
+        assert_eq!(status, 400, "{stmt}: {err}");
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .contains("every user of this server shares"),
+            "{stmt}: {err}"
+        );
+    }
+    let batch = s.query("SHOW datafusion.execution.batch_size").await;
+    assert_eq!(batch[0][1], "8192");
     let (status, err) = s.try_query("DROP TABLE silver.payment").await;
     assert_eq!(status, 400, "{err}");
     let bad = s

@@ -137,6 +137,30 @@ async fn psql_lists_describes_queries_and_cannot_write() {
         let (ok, out) = psql(&s, "analyst", None, &["-c", stmt]);
         assert!(!ok && out.contains("read-only"), "{stmt}: {out}");
     }
+    // Every connection (and HTTP) shares the engine's session: a connection cannot change its
+    // settings for the others. A client's own settings still work.
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        None,
+        &["-c", "SET datafusion.execution.batch_size = 7"],
+    );
+    assert!(!ok && out.contains("SET of engine settings"), "{out}");
+    let (ok, out) = psql(
+        &s,
+        "analyst",
+        None,
+        &[
+            "-At",
+            "-c",
+            "SET statement_timeout = '5s'",
+            "-c",
+            "SELECT 1",
+        ],
+    );
+    assert!(ok && out.ends_with("1\n"), "{out}");
+    let batch = s.query("SHOW datafusion.execution.batch_size").await;
+    assert_eq!(batch[0][1], "8192");
     s.wait_for("SELECT count(*) FROM silver.payment", one(1))
         .await;
 }
