@@ -351,9 +351,13 @@ async fn airflow_command_lines_exit_codes_backfill_and_history() {
     );
 }
 
-/// Today's date in Seoul, shifted by `days`.
+/// Today's date in Seoul, shifted by `days`; before 00:15 in Seoul, when the daily jobs'
+/// default schedule (`15 0 * * *`) has not yet built yesterday, the day before counts as today,
+/// so that `seoul_day(-1)` is always a day the scheduler has been due to build (CI runs at any
+/// hour).
 fn seoul_day(days: i64) -> String {
-    let now = chrono::Utc::now() + chrono::Duration::hours(9) + chrono::Duration::days(days);
+    let now = chrono::Utc::now() + chrono::Duration::hours(9) - chrono::Duration::minutes(15)
+        + chrono::Duration::days(days);
     now.format("%Y-%m-%d").to_string()
 }
 
