@@ -168,7 +168,7 @@ pub fn changes_shared_session(plan: &LogicalPlan) -> Option<String> {
     };
     Some(format!(
         "{what} would change the session every user of this server shares, so gamelake refuses \
-         them; the server's query settings are its config file (`[query]`)"
+         them; the server's query limits are `[query]` in its config file"
     ))
 }
 
