@@ -73,6 +73,11 @@ fn psql(s: &Server, user: &str, password: Option<&str>, args: &[&str]) -> (bool,
     )
 }
 
+/// `psql` as the `analyst` user of a server without keys.
+fn as_analyst(s: &Server, args: &[&str]) -> (bool, String) {
+    psql(s, "analyst", None, args)
+}
+
 async fn loaded(config: &str, key: Option<&str>) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_with_key(dir.path(), config, key);
@@ -89,7 +94,7 @@ async fn psql_lists_describes_queries_and_cannot_write() {
         return;
     }
     let (_dir, s) = loaded("[lake]\ncommit_interval_ms = 200\n", None).await;
-    let (ok, out) = psql(&s, "analyst", None, &["-c", r"\dt silver.*"]);
+    let (ok, out) = as_analyst(&s, &["-c", r"\dt silver.*"]);
     assert!(ok, "{out}");
     for t in [
         "payment",
@@ -101,7 +106,7 @@ async fn psql_lists_describes_queries_and_cannot_write() {
     ] {
         assert!(out.contains(&format!(" {t} ")), "\\dt lacks {t}:\n{out}");
     }
-    let (ok, out) = psql(&s, "analyst", None, &["-c", r"\d silver.payment"]);
+    let (ok, out) = as_analyst(&s, &["-c", r"\d silver.payment"]);
     assert!(ok, "{out}");
     for (col, ty) in [
         ("price_krw", "bigint"),
@@ -114,10 +119,8 @@ async fn psql_lists_describes_queries_and_cannot_write() {
             "\\d silver.payment: no {col} {ty}:\n{out}"
         );
     }
-    let (ok, out) = psql(
+    let (ok, out) = as_analyst(
         &s,
-        "analyst",
-        None,
         &[
             "-At",
             "-c",
@@ -134,22 +137,15 @@ async fn psql_lists_describes_queries_and_cannot_write() {
         "INSERT INTO silver.payment (account_id) VALUES (1)",
         "CREATE SCHEMA scratch",
     ] {
-        let (ok, out) = psql(&s, "analyst", None, &["-c", stmt]);
+        let (ok, out) = as_analyst(&s, &["-c", stmt]);
         assert!(!ok && out.contains("read-only"), "{stmt}: {out}");
     }
     // Every connection (and HTTP) shares the engine's session: a connection cannot change its
     // settings for the others. A client's own settings still work.
-    let (ok, out) = psql(
-        &s,
-        "analyst",
-        None,
-        &["-c", "SET datafusion.execution.batch_size = 7"],
-    );
+    let (ok, out) = as_analyst(&s, &["-c", "SET datafusion.execution.batch_size = 7"]);
     assert!(!ok && out.contains("SET of engine settings"), "{out}");
-    let (ok, out) = psql(
+    let (ok, out) = as_analyst(
         &s,
-        "analyst",
-        None,
         &[
             "-At",
             "-c",
@@ -192,7 +188,7 @@ async fn passwords_are_api_keys_and_wrong_ones_are_refused() {
             "{user}: {out}"
         );
     }
-    let (ok, out) = psql(&s, "analyst", None, &["-c", "SELECT 1"]);
+    let (ok, out) = as_analyst(&s, &["-c", "SELECT 1"]);
     assert!(!ok, "no password must not get in: {out}");
 }
 
