@@ -119,20 +119,30 @@ impl QueryEngine {
         if lists_tables(sql) {
             self.refresh().await?;
         }
+        // `SessionContext::sql_with_options`, with [`QueryEngine::admit`] between planning and
+        // execution (a `SET` takes effect when it executes).
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        if let Err(refused) = self.admit(&plan) {
+            return Err(DataFusionError::Plan(refused.to_string()).into());
+        }
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Whether the engine runs a planned statement: read-only SQL (no DDL, no DML) and, on a
+    /// [`shared`](QueryEngine::shared) engine, nothing that changes the session every user
+    /// shares. HTTP queries and the Postgres port both go through it.
+    pub fn admit(&self, plan: &LogicalPlan) -> Result<(), Refused> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(true);
-        // `SessionContext::sql_with_options`, with the shared-session check between planning
-        // and execution (a `SET` takes effect when it executes).
-        let plan = self.ctx.state().create_logical_plan(sql).await?;
-        options.verify_plan(&plan)?;
-        if self.shared {
-            if let Some(msg) = changes_shared_session(&plan) {
-                return Err(DataFusionError::Plan(msg).into());
-            }
+        options
+            .verify_plan(plan)
+            .map_err(|e| Refused::Writes(e.to_string()))?;
+        match changes_shared_session(plan) {
+            Some(msg) if self.shared => Err(Refused::SharedSession(msg)),
+            _ => Ok(()),
         }
-        Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
     /// Runs a statement and collects its rows.
@@ -149,10 +159,27 @@ impl QueryEngine {
     }
 }
 
+/// A statement the engine does not run ([`QueryEngine::admit`]), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// DDL or DML: the lake's tables are read-only over SQL.
+    Writes(String),
+    /// A change to the session every user of a server shares.
+    SharedSession(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Writes(msg) | Refused::SharedSession(msg) => f.write_str(msg),
+        }
+    }
+}
+
 /// Why a planned statement would change a session that many users share, if it would: an
 /// engine setting (`SET`/`RESET`) holds for every later query of every user, and a prepared
 /// statement stays in the session for anyone to run. A server's settings are its config.
-pub fn changes_shared_session(plan: &LogicalPlan) -> Option<String> {
+fn changes_shared_session(plan: &LogicalPlan) -> Option<String> {
     let LogicalPlan::Statement(statement) = plan else {
         return None;
     };

@@ -28,9 +28,10 @@ use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::Sink;
 use gamelake_lake::datafusion::common::ParamValues;
 use gamelake_lake::datafusion::logical_expr::LogicalPlan;
-use gamelake_lake::datafusion::prelude::{SQLOptions, SessionContext};
+use gamelake_lake::datafusion::prelude::SessionContext;
 use gamelake_lake::datafusion::sql::parser::Statement as DfStatement;
 use gamelake_lake::datafusion::sql::sqlparser::ast::Statement;
+use gamelake_lake::query::Refused;
 use gamelake_lake::QueryEngine;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth};
@@ -312,12 +313,13 @@ impl AuthSource for KeyAuth {
 /// What every statement goes through before DataFusion plans it: the lake's tables are
 /// re-listed (as `QueryEngine::plan` does for HTTP queries, so `\dt`, information_schema and
 /// pg_catalog show new tables at once), and statements that would create, change or drop
-/// anything, or the session every connection shares (`SET datafusion.…`), are refused.
+/// anything, or the session every connection shares (`SET datafusion.…`), are refused
+/// ([`QueryEngine::admit`], as for HTTP queries).
 struct BeforePlanning(QueryEngine);
 
 impl BeforePlanning {
-    /// `Some(error)` when `statement` plans to DDL or DML. Statements DataFusion cannot plan
-    /// (`SET`, `BEGIN`, …) are left to the next hooks.
+    /// `Some(error)` when the engine refuses `statement`'s plan. Statements DataFusion cannot
+    /// plan (a client's `SET statement_timeout`, `BEGIN`, …) are left to the next hooks.
     async fn check(&self, statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
         if let Err(e) = self.0.refresh().await {
             tracing::warn!(error = %e, "listing tables");
@@ -327,25 +329,20 @@ impl BeforePlanning {
             .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
             .await
             .ok()?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(true);
-        if let Some(msg) = gamelake_lake::query::changes_shared_session(&plan) {
-            // 0A000: feature_not_supported.
-            return Some(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "0A000".into(),
-                msg,
-            ))));
-        }
-        options.verify_plan(&plan).err().map(|e| {
-            PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "25006".into(),
+        let (code, msg) = match self.0.admit(&plan).err()? {
+            // 25006: read_only_sql_transaction.
+            Refused::Writes(e) => (
+                "25006",
                 format!("gamelake serves tables read-only over SQL: {e}"),
-            )))
-        })
+            ),
+            // 0A000: feature_not_supported.
+            Refused::SharedSession(msg) => ("0A000", msg),
+        };
+        Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            code.into(),
+            msg,
+        ))))
     }
 }
 

@@ -77,6 +77,11 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The body of the answer: `{"error": message, "code": code}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message, "code": self.code.as_str() })
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -84,8 +89,7 @@ impl IntoResponse for ApiError {
         if self.code == ErrorCode::Internal {
             tracing::error!(error = %self.message, "internal error");
         }
-        let body = serde_json::json!({ "error": self.message, "code": self.code.as_str() });
-        let mut resp = (self.code.status(), axum::Json(body)).into_response();
+        let mut resp = (self.code.status(), axum::Json(self.body())).into_response();
         if let Some(s) = self.code.retry_after_s() {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(s));

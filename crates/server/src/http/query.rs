@@ -91,7 +91,7 @@ pub async fn post_query(
         run,
         encoder,
         head: Some(head),
-        first,
+        first: Some(first),
         failed: None,
     };
     let body = futures::stream::unfold(sending, move |mut s| async move {
@@ -106,8 +106,9 @@ pub async fn post_query(
             return Some((Err(std::io::Error::other(msg)), s));
         }
         let rows = s.rows.as_mut()?;
+        // The item read before the answer started (a batch, or the end), then the stream's.
         let next = match s.first.take() {
-            Some(batch) => Ok(Some(Ok(batch))),
+            Some(first) => Ok(first.map(Ok)),
             None => tokio::time::timeout_at(deadline, rows.next()).await,
         };
         let encoded = match next {
@@ -145,8 +146,8 @@ struct Sending {
     run: Run,
     encoder: Encoder,
     head: Option<axum::body::Bytes>,
-    /// The batch read before the answer started.
-    first: Option<RecordBatch>,
+    /// What the stream gave before the answer started (a batch, or its end), until sent.
+    first: Option<Option<RecordBatch>>,
     /// The error that ends the body, once its line went out.
     failed: Option<String>,
 }
@@ -321,7 +322,7 @@ impl Encoder {
         if let Format::Arrow = self.format {
             return axum::body::Bytes::new();
         }
-        let body = serde_json::json!({ "error": msg, "code": ErrorCode::BadQuery.as_str() });
+        let body = ApiError::new(ErrorCode::BadQuery, msg).body();
         format!("\n{body}\n").into()
     }
 
