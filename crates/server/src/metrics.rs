@@ -281,7 +281,7 @@ impl Metrics {
         gauge(
             &mut out,
             "gamelake_wal_bytes",
-            "Bytes of write-ahead-log segments on disk.",
+            "Bytes of write-ahead-log segments on disk, spares kept for reuse included.",
             self.wal_bytes.load(Ordering::Relaxed),
         );
         gauge(

@@ -62,9 +62,10 @@ impl Db {
             source: "slt".into(),
         };
         let parsed = pipeline.parse(&body, &meta);
-        let payload = gamelake::pipeline::record::encode(meta.ingest_time_us, "slt", None, &body);
+        let bytes = body.len() as u64;
+        let parts = gamelake::pipeline::record::parts(meta.ingest_time_us, "slt", None, body);
         pipeline
-            .submit(payload, parsed, body.len() as u64)
+            .submit(parts, parsed, bytes)
             .await
             .map_err(|e| SltError(e.to_string()))?;
         pipeline.close();

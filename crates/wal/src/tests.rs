@@ -31,6 +31,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
         .collect();
     v.sort();
     v
@@ -72,10 +73,11 @@ proptest! {
                     wal = w;
                 }
                 Action::Tear(n) => {
+                    // Where the records end: a reused segment has old bytes after them.
+                    let len = wal.active_bytes();
                     drop(wal);
                     pending.clear();
                     let last = segment_files(dir.path()).pop().unwrap();
-                    let len = fs::metadata(&last).unwrap().len();
                     let in_active = len > MAGIC.len() as u64;
                     if let Some((off, payload)) = synced.last().filter(|_| in_active).cloned() {
                         let record_bytes = (HEADER_BYTES + payload.len()) as u64;
@@ -154,4 +156,111 @@ fn corruption_in_an_old_segment_is_refused_with_its_name() {
         err.to_string().contains("00000000000000000000.wal"),
         "{err}"
     );
+}
+
+#[test]
+fn reused_segments_never_replay_their_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WalConfig { segment_bytes: 200 };
+    let (mut wal, _) = Wal::open(dir.path(), cfg.clone()).unwrap();
+    // Records of one size, so that an old record starts exactly where a new segment's records
+    // end: only the offsets tell them apart.
+    let mut offset = 0u8;
+    let mut append_synced = |wal: &mut Wal, n: usize| {
+        for _ in 0..n {
+            assert_eq!(wal.append(&[offset; 40]).unwrap(), offset as u64);
+            offset += 1;
+            wal.sync().unwrap();
+        }
+    };
+    append_synced(&mut wal, 12);
+    let before = wal.segment_count();
+    assert!(before >= 3, "{before} segments");
+    let removed = wal.remove_segments_through(7).unwrap();
+    assert!(removed >= 1);
+    let spares = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .to_str()
+                .unwrap()
+                .ends_with(SPARE_SUFFIX)
+        })
+        .count();
+    assert_eq!(spares, removed, "removed segments are kept as spares");
+    let disk_before = wal.disk_bytes();
+    // Fewer records than the reused segment held: its old records follow the new ones.
+    append_synced(&mut wal, 6);
+    let reused: Vec<PathBuf> = segment_files(dir.path())
+        .into_iter()
+        .filter(|p| fs::read(p).unwrap().starts_with(MAGIC_REUSED))
+        .collect();
+    assert!(!reused.is_empty(), "a spare was reused");
+    assert!(wal.disk_bytes() >= disk_before);
+    let expect: Vec<u64> = read_from(dir.path(), 0)
+        .unwrap()
+        .iter()
+        .map(|(o, _)| *o)
+        .collect();
+    assert_eq!(expect.last(), Some(&17));
+    assert!(expect.windows(2).all(|w| w[1] == w[0] + 1), "{expect:?}");
+    drop(wal);
+
+    let (mut wal, rec) = Wal::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(rec.next_offset, 18);
+    assert_eq!(rec.truncated_bytes, 0, "old records are not a torn write");
+    let after: Vec<u64> = read_from(dir.path(), 0)
+        .unwrap()
+        .iter()
+        .map(|(o, _)| *o)
+        .collect();
+    assert_eq!(after, expect);
+    assert_eq!(
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .to_str()
+                .unwrap()
+                .ends_with(SPARE_SUFFIX))
+            .count(),
+        0,
+        "spares of an earlier process are deleted at open"
+    );
+    assert_eq!(wal.append(b"x").unwrap(), 18);
+    wal.sync().unwrap();
+    assert_eq!(
+        read_from(dir.path(), 18).unwrap(),
+        vec![(18, b"x".to_vec())]
+    );
+}
+
+#[test]
+fn a_segment_without_its_magic_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WalConfig { segment_bytes: 100 };
+    let (mut wal, _) = Wal::open(dir.path(), cfg.clone()).unwrap();
+    wal.append(&[1; 40]).unwrap();
+    wal.sync().unwrap();
+    wal.append(&[2; 40]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    // A crash while the next segment was created: its file exists, empty.
+    let last = segment_files(dir.path()).pop().unwrap();
+    fs::write(&last, b"").unwrap();
+    let (mut wal, rec) = Wal::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(rec.next_offset, 2);
+    assert_eq!(wal.append(&[3; 40]).unwrap(), 2);
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, rec) = Wal::open(dir.path(), cfg).unwrap();
+    assert_eq!(
+        rec.next_offset, 3,
+        "the record after the restart is durable"
+    );
+    assert_eq!(read_from(dir.path(), 2).unwrap(), vec![(2, vec![3; 40])]);
 }

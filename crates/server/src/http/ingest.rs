@@ -87,7 +87,7 @@ pub async fn post_logs(
             }
         }
     }
-    let result = make_durable(pipeline, &caller.id, key.as_deref(), &body).await;
+    let result = make_durable(pipeline, &caller.id, key.as_deref(), body).await;
     match (&result, &key) {
         (Ok(answer), Some(k)) => pipeline
             .idempotency
@@ -104,14 +104,14 @@ async fn make_durable(
     pipeline: &Pipeline,
     source: &str,
     key: Option<&str>,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Answer, ApiError> {
     let ingest_time_us = chrono::Utc::now().timestamp_micros();
     let meta = IngestMeta {
         ingest_time_us,
         source: source.to_string(),
     };
-    let parsed = pipeline.parse(body, &meta);
+    let parsed = pipeline.parse(&body, &meta);
     let answer = Answer {
         accepted: parsed.accepted,
         dead_lettered: parsed.dead_lettered,
@@ -119,9 +119,13 @@ async fn make_durable(
     if parsed.lines() == 0 {
         return Ok(answer);
     }
-    let payload = record::encode(ingest_time_us, source, key, body);
+    let bytes = body.len() as u64;
     pipeline
-        .submit(payload, parsed, body.len() as u64)
+        .submit(
+            record::parts(ingest_time_us, source, key, body),
+            parsed,
+            bytes,
+        )
         .await
         .map_err(|e| match e {
             crate::pipeline::SubmitError::ShuttingDown => ApiError::new(

@@ -17,27 +17,29 @@ pub struct BodyRecord<'a> {
     pub body: &'a [u8],
 }
 
+use bytes::Bytes;
+
 const VERSION: u8 = 1;
 
-/// Encodes a record. `source` and `idempotency_key` are truncated to 65 535 bytes (the HTTP
-/// layer limits keys to far less).
-pub fn encode(
+/// A record as the two parts the log writes one after the other: the head (everything before
+/// the body) and the body itself, which is not copied. `source` and `idempotency_key` are
+/// truncated to 65 535 bytes (the HTTP layer limits keys to far less).
+pub fn parts(
     ingest_time_us: i64,
     source: &str,
     idempotency_key: Option<&str>,
-    body: &[u8],
-) -> Vec<u8> {
+    body: impl Into<Bytes>,
+) -> [Bytes; 2] {
     let source = &source.as_bytes()[..source.len().min(u16::MAX as usize)];
     let key = idempotency_key.map_or(&[][..], |k| &k.as_bytes()[..k.len().min(u16::MAX as usize)]);
-    let mut out = Vec::with_capacity(13 + source.len() + key.len() + body.len());
-    out.push(VERSION);
-    out.extend_from_slice(&ingest_time_us.to_le_bytes());
-    out.extend_from_slice(&(source.len() as u16).to_le_bytes());
-    out.extend_from_slice(source);
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(body);
-    out
+    let mut head = Vec::with_capacity(13 + source.len() + key.len());
+    head.push(VERSION);
+    head.extend_from_slice(&ingest_time_us.to_le_bytes());
+    head.extend_from_slice(&(source.len() as u16).to_le_bytes());
+    head.extend_from_slice(source);
+    head.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    head.extend_from_slice(key);
+    [head.into(), body.into()]
 }
 
 /// Decodes a record, or says why it cannot.
@@ -74,7 +76,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let p = encode(42, "servers", Some("k-1"), b"a\nb\xff");
+        let p = parts(42, "servers", Some("k-1"), &b"a\nb\xff"[..]).concat();
         let r = decode(&p).unwrap();
         assert_eq!(
             r,
@@ -85,7 +87,7 @@ mod tests {
                 body: b"a\nb\xff"
             }
         );
-        let p = encode(-1, "", None, b"");
+        let p = parts(-1, "", None, &b""[..]).concat();
         assert_eq!(decode(&p).unwrap().idempotency_key, None);
         assert!(decode(&p[..5]).is_err());
         assert!(decode(&[9]).is_err());

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use gamelake_parse::ParsedBody;
 use gamelake_wal::Wal;
 use tokio::sync::{mpsc, oneshot};
@@ -14,10 +15,13 @@ use super::idempotency::IdempotencyStore;
 use super::tables::Dispatch;
 use crate::metrics::Metrics;
 
-/// Work for the sequencer.
+/// Work for the sequencer. Nearly every message is an `Append`, so boxing it to shrink the rare
+/// `Trim` would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum WalMsg {
     Append {
-        payload: Vec<u8>,
+        /// The record's payload in pieces, written without being copied together.
+        parts: [Bytes; 2],
         parsed: ParsedBody,
         bytes: u64,
         reply: oneshot::Sender<Result<u64, String>>,
@@ -56,13 +60,13 @@ impl Sequencer {
             while let Some(msg) = next.take() {
                 match msg {
                     WalMsg::Append {
-                        payload,
+                        parts,
                         parsed,
                         bytes: body_bytes,
                         reply,
                     } => {
-                        bytes += payload.len();
-                        match self.wal.append(&payload) {
+                        bytes += parts.iter().map(Bytes::len).sum::<usize>();
+                        match self.wal.append_parts(&parts) {
                             Ok(offset) => group.push((offset, parsed, body_bytes, reply)),
                             Err(e) => {
                                 let _ = reply.send(Err(e.to_string()));
@@ -104,15 +108,19 @@ impl Sequencer {
     }
 
     fn trim(&mut self, through: u64) {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        if let Err(e) = self.idempotency.save(&self.idempotency_path, now_ms) {
-            tracing::warn!(error = %e, "cannot save idempotency keys; keeping log segments");
-            return;
-        }
-        match self.wal.remove_segments_through(through) {
-            Ok(n) if n > 0 => tracing::debug!(removed = n, through, "trimmed write-ahead log"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot trim write-ahead log"),
+        // The idempotency keys are saved before segments holding them go; nothing to save
+        // when no segment would.
+        if self.wal.can_remove_through(through) {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            match self.idempotency.save(&self.idempotency_path, now_ms) {
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot save idempotency keys; keeping log segments")
+                }
+                Ok(()) => match self.wal.remove_segments_through(through) {
+                    Ok(n) => tracing::debug!(removed = n, through, "trimmed write-ahead log"),
+                    Err(e) => tracing::warn!(error = %e, "cannot trim write-ahead log"),
+                },
+            }
         }
         self.metrics
             .wal_bytes

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use gamelake_common::{SCHEMA_BRONZE, SCHEMA_SILVER, TABLE_DEAD_LETTERS, TABLE_RAW_LOGS};
 use gamelake_lake::{DeltaSink, Lake, TableId, TableSink};
 use gamelake_parse::{BodyParser, IngestMeta, ParseConfig, ParsedBody, SchemaHints};
@@ -105,10 +106,11 @@ impl Pipeline {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Makes a parsed body durable; returns its WAL offset once fsync'ed.
+    /// Makes a parsed body durable; returns its WAL offset once fsync'ed. `parts` is the
+    /// record's payload in pieces ([`record::parts`]).
     pub async fn submit(
         &self,
-        payload: Vec<u8>,
+        parts: [Bytes; 2],
         parsed: ParsedBody,
         bytes: u64,
     ) -> Result<u64, SubmitError> {
@@ -124,7 +126,7 @@ impl Pipeline {
                 .fetch_add(bytes, Ordering::Relaxed);
             if tx
                 .send(WalMsg::Append {
-                    payload,
+                    parts,
                     parsed,
                     bytes,
                     reply,
@@ -348,11 +350,12 @@ async fn replay(
     .await?
 }
 
-/// Every few seconds, lets the WAL drop the segments below the watermark.
+/// Every second, lets the WAL drop the segments below the watermark: at 100 MB/s of ingest that
+/// is one or two segments, which the WAL keeps as spares to write over (see `gamelake_wal`).
 async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg>) {
     let mut last = None;
     loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let w = shared.tracker.lock().expect("tracker lock").watermark();
         if let Some(through) = w.filter(|_| w != last) {
             last = w;

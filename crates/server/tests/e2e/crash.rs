@@ -26,13 +26,23 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
         ack_log: Some(ack_log.clone()),
         ..gamelake_loadgen::LoadConfig::new(s.url.clone())
     }));
-    // Kill while the client streams: after some bodies are acknowledged, mid-stream.
+    // Kill while the client streams: after some bodies are acknowledged, mid-stream, and once
+    // the log writes over a segment it removed (1 MiB segments roll several times a second),
+    // so that recovery reads segments with an older segment's records after their own.
+    let wal_dir = dir.path().join("data").join("_wal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment reused while the client streamed: {} reused",
+            reused_segments(&wal_dir)
+        );
         let m = s.metrics().await;
         let committed = m.lines().find(|l| {
             l.starts_with("gamelake_table_rows_committed_total{table=\"bronze.raw_logs\"}")
         });
         if committed.is_some_and(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 5_000)
+            && reused_segments(&wal_dir) > 0
         {
             break;
         }
@@ -89,6 +99,21 @@ async fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
         one(stored.len() as i64),
     )
     .await;
+}
+
+/// Write-ahead log segments written over a removed one (their magic's sixth byte is 1).
+fn reused_segments(wal_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(wal_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                .filter(|e| {
+                    std::fs::read(e.path()).is_ok_and(|d| d.starts_with(b"GLWAL\x00\x01\x01"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 #[tokio::test]
