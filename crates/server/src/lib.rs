@@ -27,12 +27,15 @@ pub mod tables;
 /// A multi-threaded tokio runtime of a stage's own (two workers named `name`, at most
 /// `max_blocking` blocking threads kept alive `keep_alive`), built on first use in `cell` and
 /// never dropped, so the OS time-slices the stage against the HTTP workers and its allocations
-/// stay on its own few threads.
+/// stay on its own few threads. Its threads run `nice` steps below the process's priority: the
+/// stages that use it (table commits, job builds) have seconds of slack, while a request waits
+/// for its acknowledgement on the HTTP workers and the WAL thread.
 pub(crate) fn stage_runtime(
     cell: &'static std::sync::OnceLock<tokio::runtime::Runtime>,
     name: &str,
     max_blocking: usize,
     keep_alive: std::time::Duration,
+    nice: i32,
 ) -> tokio::runtime::Handle {
     cell.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -40,10 +43,57 @@ pub(crate) fn stage_runtime(
             .max_blocking_threads(max_blocking)
             .thread_keep_alive(keep_alive)
             .thread_name(name)
+            .on_thread_start(move || lower_priority(nice))
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("starting the `{name}` runtime: {e}"))
     })
     .handle()
     .clone()
+}
+
+/// Lowers the calling thread's scheduling priority by `nice` steps (Linux schedules threads
+/// one by one: `setpriority` on a thread id changes that thread only). Failure leaves the
+/// priority as it was.
+#[allow(unsafe_code)]
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, current + nice);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[allow(unsafe_code)]
+    fn thread_nice() -> i32 {
+        // SAFETY: reads this thread's nice value.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn stage_threads_run_below_the_callers_priority() {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let rt = super::stage_runtime(
+            &RUNTIME,
+            "nice-test",
+            2,
+            std::time::Duration::from_secs(1),
+            5,
+        );
+        let here = thread_nice();
+        let (worker, blocking) = rt.block_on(async {
+            let worker = tokio::spawn(async { thread_nice() }).await.unwrap();
+            let blocking = tokio::task::spawn_blocking(thread_nice).await.unwrap();
+            (worker, blocking)
+        });
+        // Nice values stop at 19.
+        assert_eq!(worker, (here + 5).min(19));
+        assert_eq!(blocking, (here + 5).min(19));
+    }
 }

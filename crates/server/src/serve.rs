@@ -210,11 +210,15 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
 /// with waiting loads and nothing ran again (e2e `many_builds_at_once_all_finish`). Four more
 /// threads serve the reads.
 fn jobs_runtime(builds: usize) -> tokio::runtime::Handle {
+    /// Builds and maintenance are batch work: they run below the table writers (5), which run
+    /// below the HTTP workers, so that a launch spike is acknowledged and committed first.
+    const JOBS_NICE: i32 = 10;
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     crate::stage_runtime(
         &RUNTIME,
         "gamelake-jobs",
         builds + 2 + 4,
         Duration::from_secs(600),
+        JOBS_NICE,
     )
 }

@@ -366,6 +366,13 @@ async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg
     }
 }
 
+/// How far below the HTTP workers the table writers run. A second of all tables' rows is
+/// encoded at once, on both cores; at the same priority the requests waiting for their acks
+/// were held up for hundreds of milliseconds each time (BENCHMARKS.md, issue 3, thirteenth
+/// session). Commits that fall behind fill `ingest.max_uncommitted_bytes`, and ingest answers
+/// 503: backpressure, not lost rows.
+const COMMIT_NICE: i32 = 5;
+
 /// The runtime the table writers run on: Parquet encoding and commits, on threads of their own.
 /// A commit encodes a second of a table's rows at once (tens of milliseconds of CPU); on the
 /// HTTP runtime's workers that burst would hold up the requests waiting for their acks until it
@@ -373,5 +380,11 @@ async fn trim_loop(shared: Arc<TablesShared>, tx: std::sync::mpsc::Sender<WalMsg
 fn commit_runtime() -> tokio::runtime::Handle {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     // tokio's defaults for the blocking pool (object-store writes).
-    crate::stage_runtime(&RUNTIME, "gamelake-commit", 512, Duration::from_secs(10))
+    crate::stage_runtime(
+        &RUNTIME,
+        "gamelake-commit",
+        512,
+        Duration::from_secs(10),
+        COMMIT_NICE,
+    )
 }
