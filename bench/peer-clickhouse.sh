@@ -12,7 +12,7 @@
 source "$(dirname "$0")/lib.sh"
 RATE=${1:-300000}
 DURATION=${2:-20}
-LOAD=(--batch 2000 --concurrency 16 --format ndjson --pregenerate 64 --seed 1)
+LOAD=(--batch 2000 --concurrency "${CONC:-16}" --format ndjson --pregenerate 64 --seed 1)
 if [ "${FIND_MAX:-0}" = 1 ]; then
   LOAD+=(--find-max --step-duration "${DURATION}s" --max-p99 500ms)
 fi
