@@ -29,7 +29,7 @@ AFTER=$(awk '{print $14 + $15}' "/proc/$SERVER/stat")
 ACKED=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^gamelake_ingest_lines_total\{outcome="accepted"\}/ {print $2}')
 wait_committed "$PORT" "${ACKED%.*}"
 read -r RSS CPU < <(proc_figures "$SERVER")
-DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {printf "%d\n", s}')
+DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {printf "%.0f\n", s}')
 ROWS=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^gamelake_table_rows_committed_total\{table="bronze.raw_logs"\}/ {print $2}')
 python3 - "$DIR/max.json" "$DIR/at70.json" "$DIR/loadgen.time" "$RSS" "$CPU" "$BEFORE" "$AFTER" "$(getconf CLK_TCK)" "$DISK" "$ROWS" "$(machine)" <<'PY'
 import json, sys, datetime

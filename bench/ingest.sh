@@ -38,7 +38,7 @@ if [ -n "${SAMPLE:-}" ]; then
   echo "samples (s RSS-MiB threads): $(awk '{printf "%s%s:%s:%s", sep, $1, $2, $3; sep=" "}' "$DIR/samples")"
   sort -n -k2 "$DIR/samples" | awk '{r[NR]=$2} END {if (NR) printf "RSS samples      min %d  median %d  max %d MiB (%d samples)\n", r[1], r[int((NR+1)/2)], r[NR], NR}'
 fi
-DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {printf "%d\n", s}')
+DISK=$(du -sb "$DIR/data/bronze" "$DIR/data/silver" | awk '{s+=$1} END {printf "%.0f\n", s}')
 # `REPORT=path` keeps loadgen's JSON summary.
 if [ -n "${REPORT:-}" ]; then cp "$DIR/report.json" "$REPORT"; fi
 python3 - "$DIR/report.json" "$START" "$END" "$RSS" "$CPU" "$DISK" "$DIR/loadgen.time" <<'PY'
