@@ -27,9 +27,9 @@ pub mod tables;
 /// A multi-threaded tokio runtime of a stage's own (two workers named `name`, at most
 /// `max_blocking` blocking threads kept alive `keep_alive`), built on first use in `cell` and
 /// never dropped, so the OS time-slices the stage against the HTTP workers and its allocations
-/// stay on its own few threads. Its threads run `nice` steps below the process's priority: the
-/// stages that use it (table commits, job builds) have seconds of slack, while a request waits
-/// for its acknowledgement on the HTTP workers and the WAL thread.
+/// stay on its own few threads. Its threads run `nice` steps below the process's priority, for
+/// a stage with seconds of slack (table commits), while a request waits for its acknowledgement
+/// on the HTTP workers and the WAL thread.
 pub(crate) fn stage_runtime(
     cell: &'static std::sync::OnceLock<tokio::runtime::Runtime>,
     name: &str,
