@@ -726,9 +726,24 @@ async fn backpressure_answers_503_keeps_the_connection_and_loses_nothing() {
     let (status, _, answer) = exchange(&mut conn, "GET", "/metrics", b"").await;
     assert!(status.contains(" 200 "), "{status}");
     assert!(answer.contains("gamelake_ingest_lines_total"), "{answer}");
-    // Once the first body is committed, the second is accepted, on the same connection.
+    // Once the first body is committed to all its tables (silver.login can be visible a moment
+    // before bronze.raw_logs is), the budget is free again and the second body is accepted, on
+    // the same connection.
     s.wait_for("SELECT count(*) FROM silver.login", one(4000))
         .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !s
+        .metrics()
+        .await
+        .lines()
+        .any(|l| l == "gamelake_uncommitted_bytes 0")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first body never counted as committed everywhere"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, _, answer) = exchange(&mut conn, "POST", "/v1/logs", &second).await;
     assert!(status.contains(" 200 "), "{status} {answer}");
     s.wait_for("SELECT count(*) FROM silver.login", one(8000))
