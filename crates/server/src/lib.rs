@@ -57,6 +57,9 @@ pub(crate) fn stage_runtime(
 /// priority as it was.
 #[allow(unsafe_code)]
 fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
     unsafe {

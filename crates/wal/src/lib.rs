@@ -307,7 +307,8 @@ impl Wal {
     }
 
     /// Bytes of records written to the segment being appended to, its magic included.
-    pub fn active_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn active_bytes(&self) -> u64 {
         self.file_bytes
     }
 
@@ -381,26 +382,13 @@ pub fn replay_from<E>(
                 continue;
             }
         }
-        let mut data = Vec::new();
-        File::open(path)
-            .map_err(io_err(path))?
-            .read_to_end(&mut data)
-            .map_err(io_err(path))?;
-        let mut pos = MAGIC.len();
-        let mut expected = *first;
-        // The segment's records end at a torn one or at one out of sequence (a reused
-        // segment's old records).
-        while let Some((offset, payload, next)) = decode_record(&data, pos) {
-            if offset != expected {
-                break;
-            }
+        let data = read_segment(path)?;
+        for (offset, payload) in Records::new(&data, *first) {
             if offset >= from {
                 if let Err(e) = visit(offset, payload) {
                     return Ok(Err(e));
                 }
             }
-            expected += 1;
-            pos = next;
         }
     }
     Ok(Ok(()))
@@ -426,11 +414,7 @@ struct Scan {
 }
 
 fn scan_segment(path: &Path, first: u64) -> Result<Scan, WalError> {
-    let mut data = Vec::new();
-    File::open(path)
-        .map_err(io_err(path))?
-        .read_to_end(&mut data)
-        .map_err(io_err(path))?;
+    let data = read_segment(path)?;
     let magic = data.get(..MAGIC.len());
     if magic != Some(MAGIC) && magic != Some(MAGIC_REUSED) {
         return Ok(Scan {
@@ -440,38 +424,67 @@ fn scan_segment(path: &Path, first: u64) -> Result<Scan, WalError> {
             reused: false,
         });
     }
-    let reused = magic == Some(MAGIC_REUSED);
-    let mut pos = MAGIC.len();
-    let mut expected = first;
-    loop {
-        if pos == data.len() {
-            return Ok(Scan {
-                next_offset: expected,
-                valid_bytes: pos as u64,
-                bad: None,
-                reused,
-            });
+    let mut records = Records::new(&data, first);
+    records.by_ref().for_each(drop);
+    Ok(Scan {
+        next_offset: records.expected,
+        valid_bytes: records.pos as u64,
+        bad: records.stop,
+        reused: magic == Some(MAGIC_REUSED),
+    })
+}
+
+fn read_segment(path: &Path) -> Result<Vec<u8>, WalError> {
+    let mut data = Vec::new();
+    File::open(path)
+        .map_err(io_err(path))?
+        .read_to_end(&mut data)
+        .map_err(io_err(path))?;
+    Ok(data)
+}
+
+/// The records of a segment's bytes, in order from its first offset: (offset, payload). They
+/// end at the end of the bytes, at a torn record, or at a record out of sequence (a reused
+/// segment's old records); `stop` then says which, `pos` is where the segment's records end and
+/// `expected` the offset after them.
+struct Records<'a> {
+    data: &'a [u8],
+    pos: usize,
+    expected: u64,
+    stop: Option<&'static str>,
+}
+
+impl<'a> Records<'a> {
+    fn new(data: &'a [u8], first: u64) -> Self {
+        Self {
+            data,
+            pos: MAGIC.len(),
+            expected: first,
+            stop: None,
         }
-        match decode_record(&data, pos) {
-            Some((offset, _, next)) if offset == expected => {
-                expected += 1;
-                pos = next;
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (u64, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.stop.is_some() || self.pos >= self.data.len() {
+            return None;
+        }
+        match decode_record(self.data, self.pos) {
+            Some((offset, payload, next)) if offset == self.expected => {
+                self.expected += 1;
+                self.pos = next;
+                Some((offset, payload))
             }
             Some(_) => {
-                return Ok(Scan {
-                    next_offset: expected,
-                    valid_bytes: pos as u64,
-                    bad: Some("offset out of sequence"),
-                    reused,
-                })
+                self.stop = Some("offset out of sequence");
+                None
             }
             None => {
-                return Ok(Scan {
-                    next_offset: expected,
-                    valid_bytes: pos as u64,
-                    bad: Some("torn or corrupt record"),
-                    reused,
-                })
+                self.stop = Some("torn or corrupt record");
+                None
             }
         }
     }

@@ -8,6 +8,8 @@
 //!            body (the rest: the decompressed lines, as received)
 //! ```
 
+use bytes::Bytes;
+
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyRecord<'a> {
@@ -16,8 +18,6 @@ pub struct BodyRecord<'a> {
     pub idempotency_key: Option<&'a str>,
     pub body: &'a [u8],
 }
-
-use bytes::Bytes;
 
 const VERSION: u8 = 1;
 
