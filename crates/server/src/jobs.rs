@@ -108,7 +108,8 @@ pub fn scheduler(cfg: &Config, lake: Lake, jobs: Jobs, runs: RunLog) -> Schedule
             .validate()
             .expect("the configuration was validated");
         Some(MaintenancePlan {
-            maintenance: Maintenance::new(lake, cfg.maintenance.clone(), runs),
+            maintenance: Maintenance::new(lake, cfg.maintenance.clone(), runs)
+                .with_runtime(crate::serve::maintenance_runtime()),
             compact,
             vacuum,
             time_zone: cfg.parse.time_zone.parse().unwrap_or(chrono_tz::UTC),

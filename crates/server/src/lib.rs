@@ -52,9 +52,11 @@ pub(crate) fn stage_runtime(
     .clone()
 }
 
-/// Lowers the calling thread's scheduling priority by `nice` steps (Linux schedules threads
-/// one by one: `setpriority` on a thread id changes that thread only). Failure leaves the
-/// priority as it was.
+/// Sets the calling thread's scheduling priority `nice` steps below the process's, that is its
+/// main thread's (Linux schedules threads one by one: `setpriority` on a thread id changes that
+/// thread only). Not below the thread's own: a thread inherits its creator's nice value, and a
+/// stage's blocking threads are started by its already lowered workers, so they would go twice
+/// as low. Failure leaves the priority as it was.
 #[allow(unsafe_code)]
 fn lower_priority(nice: i32) {
     if nice == 0 {
@@ -63,9 +65,9 @@ fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
     unsafe {
+        let process = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
         let tid = libc::gettid();
-        let current = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, current + nice);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, process + nice);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
@@ -92,7 +94,11 @@ mod tests {
         let here = thread_nice();
         let (worker, blocking) = rt.block_on(async {
             let worker = tokio::spawn(async { thread_nice() }).await.unwrap();
-            let blocking = tokio::task::spawn_blocking(thread_nice).await.unwrap();
+            // Started by a worker, which is already lower: still `nice` below the process.
+            let blocking = tokio::spawn(tokio::task::spawn_blocking(thread_nice))
+                .await
+                .unwrap()
+                .unwrap();
             (worker, blocking)
         });
         // Nice values stop at 19.

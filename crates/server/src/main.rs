@@ -261,9 +261,12 @@ struct LoadgenArgs {
 }
 
 /// Warnings only (the command prints its own progress), unless `GAMELAKE_LOG` says otherwise.
+/// delta-rs warns once per file written that it keeps no statistics of a binary column (the
+/// bronze `line`, by design); that is left out as in `serve`.
 fn init_cli_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GAMELAKE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,deltalake_core::writer::stats=error")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -197,6 +197,26 @@ async fn demo_traffic(addr: String, demo: DemoTraffic, key: Option<String>) {
     }
 }
 
+/// The runtime scheduled maintenance (compaction, checkpoints, vacuum) does its work on, ten
+/// steps below the process's priority: below the table commits (five), which must keep up with
+/// ingest. Compaction rewrites the day's files while ingest runs at full speed; at the
+/// process's priority it took CPU the commits needed, their backlog of parsed bodies grew to
+/// the backpressure limit, and the RSS with it (BENCHMARKS.md, issue 3, fourteenth session).
+/// Unlike a job build, nothing waits on maintenance; `gamelake tables compact` by hand runs in
+/// its own process at its own priority.
+pub(crate) fn maintenance_runtime() -> tokio::runtime::Handle {
+    const MAINTENANCE_NICE: i32 = 10;
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    // One task at a time: a table load holding a blocking thread and the reads it waits for.
+    crate::stage_runtime(
+        &RUNTIME,
+        "gamelake-maint",
+        8,
+        Duration::from_secs(60),
+        MAINTENANCE_NICE,
+    )
+}
+
 /// The runtime the scheduler and its job builds run on. A start-up catch-up runs a hundred
 /// builds while ingest runs at full speed; on the HTTP runtime their object-store reads fanned
 /// out over a growing blocking pool, and the threads' heaps kept 150–250 MiB of freed memory

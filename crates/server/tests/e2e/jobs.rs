@@ -739,3 +739,97 @@ async fn retention_drops_partitions_older_than_configured() {
         text(&out.stderr)
     );
 }
+
+/// Scheduled compaction inside `serve`: it runs on the maintenance runtime, whose threads are
+/// ten nice steps below the process's (below the table commits), and writes zstd files in row
+/// groups of at most 128 Ki rows, with the same rows as before.
+#[tokio::test]
+async fn scheduled_compaction_runs_at_low_priority_in_bounded_row_groups() {
+    use gamelake_lake::deltalake::parquet::basic::Compression;
+    use gamelake_lake::deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Three commits of one table and day, 210 000 rows.
+    let mut s = Server::start(
+        dir.path(),
+        "[lake]\ncommit_interval_ms = 100\n[jobs]\nenabled = false\n[maintenance]\nenabled = false\n",
+    );
+    let mut rows = 0;
+    for part in 0..3 {
+        let body: String = (0..70_000)
+            .map(|i| {
+                format!("2026-11-28 10:00:00 [quest] {{quest_id={}, exp={i}}}\n", part * 70_000 + i)
+            })
+            .collect();
+        assert_eq!(s.post_logs(body, &[]).await.0, 200);
+        rows += 70_000;
+        s.wait_for("SELECT count(*) FROM silver.quest", one(rows)).await;
+    }
+    let answer = "SELECT count(*), count(DISTINCT quest_id), sum(exp) FROM silver.quest";
+    let expected = s.query(answer).await;
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
+
+    // Again with the scheduler on, no jobs, and compaction every minute: the minute that has
+    // begun is due at the first tick.
+    let s = Server::start(
+        dir.path(),
+        "[jobs]\ntick_s = 1\ndisabled = [\"first_days\", \"dau\", \"revenue\", \"retention\", \"ccu\", \"currency_flow\", \"item_economy\"]\n\
+         [maintenance]\ncompact_schedule = \"* * * * *\"\nmin_files = 2\n",
+    );
+    s.wait_for(
+        "SELECT count(*) FROM system.job_runs WHERE job = 'compact' AND partition = 'silver.quest' AND status = 'succeeded'",
+        one(1),
+    )
+    .await;
+    assert_eq!(s.query(answer).await, expected);
+    let files = "SELECT files FROM system.tables WHERE table_name = 'silver.quest'";
+    assert_eq!(s.query(files).await, one(1));
+
+    // The maintenance runtime's threads, ten steps below the process's own priority.
+    let pid = s.child.id();
+    let nice = |stat: &str| -> i64 {
+        // Fields after the command name (which may hold spaces): state is field 3, nice 19.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let process_nice = nice(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
+    let mut maintenance_threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == "gamelake-maint" {
+            maintenance_threads.push(nice(&std::fs::read_to_string(path.join("stat")).unwrap()));
+        }
+    }
+    assert!(!maintenance_threads.is_empty(), "no gamelake-maint thread");
+    assert!(
+        maintenance_threads.iter().all(|n| *n == (process_nice + 10).min(19)),
+        "process at {process_nice}, maintenance threads at {maintenance_threads:?}"
+    );
+
+    // The compacted file: zstd, row groups of at most 128 Ki rows.
+    let mut compacted = Vec::new();
+    let mut stack = vec![dir.path().join("data/silver/quest")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".zstd.parquet") {
+                compacted.push(path);
+            }
+        }
+    }
+    assert_eq!(compacted.len(), 1, "{compacted:?}");
+    let reader = SerializedFileReader::new(std::fs::File::open(&compacted[0]).unwrap()).unwrap();
+    let meta = reader.metadata();
+    let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+    assert_eq!(groups.iter().sum::<i64>(), 210_000);
+    assert_eq!(groups, vec![131_072, 210_000 - 131_072]);
+    assert!(meta
+        .row_groups()
+        .iter()
+        .flat_map(|g| g.columns())
+        .all(|c| matches!(c.compression(), Compression::ZSTD(_))));
+}
