@@ -31,7 +31,7 @@ use crate::runs::{RunLog, RunRecord, RunStatus, Trigger};
 /// Files compaction writes at once: half the cores, at least one. delta-rs's default is one per
 /// core; each holds a row group and a read stream in memory, and ingest needs the other half of
 /// the machine. On 2 cores, one task compacted a minute of bronze in 16 s instead of 12 s, at
-/// 301 instead of 389 MiB peak (BENCHMARKS.md, issue 3, fourteenth session).
+/// 294 instead of 380 MiB peak (BENCHMARKS.md, issue 3, fourteenth session).
 fn compaction_tasks() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }

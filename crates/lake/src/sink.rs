@@ -305,7 +305,7 @@ fn writer_properties() -> WriterProperties {
 /// lines) that is over 100 MiB a file being written, on top of the ingest it runs beside.
 /// 128 Ki rows is about DuckDB's row group (122 880 rows) and gives readers finer pruning. On
 /// a minute of bronze at 400 000 events/s (48 files, 1.4 GB) a one-task compaction peaked at
-/// 409 MiB with 1 Mi rows and 301 MiB with 128 Ki (BENCHMARKS.md, issue 3, fourteenth session).
+/// 399 MiB with 1 Mi rows and 294 MiB with 128 Ki (BENCHMARKS.md, issue 3, fourteenth session).
 pub const COMPACTED_ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Parquet settings of compaction: zstd level 4 as delta-rs's optimize uses by default (the
