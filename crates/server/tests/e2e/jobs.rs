@@ -758,12 +758,16 @@ async fn scheduled_compaction_runs_at_low_priority_in_bounded_row_groups() {
     for part in 0..3 {
         let body: String = (0..70_000)
             .map(|i| {
-                format!("2026-11-28 10:00:00 [quest] {{quest_id={}, exp={i}}}\n", part * 70_000 + i)
+                format!(
+                    "2026-11-28 10:00:00 [quest] {{quest_id={}, exp={i}}}\n",
+                    part * 70_000 + i
+                )
             })
             .collect();
         assert_eq!(s.post_logs(body, &[]).await.0, 200);
         rows += 70_000;
-        s.wait_for("SELECT count(*) FROM silver.quest", one(rows)).await;
+        s.wait_for("SELECT count(*) FROM silver.quest", one(rows))
+            .await;
     }
     let answer = "SELECT count(*), count(DISTINCT quest_id), sum(exp) FROM silver.quest";
     let expected = s.query(answer).await;
@@ -804,7 +808,9 @@ async fn scheduled_compaction_runs_at_low_priority_in_bounded_row_groups() {
     }
     assert!(!maintenance_threads.is_empty(), "no gamelake-maint thread");
     assert!(
-        maintenance_threads.iter().all(|n| *n == (process_nice + 10).min(19)),
+        maintenance_threads
+            .iter()
+            .all(|n| *n == (process_nice + 10).min(19)),
         "process at {process_nice}, maintenance threads at {maintenance_threads:?}"
     );
 
