@@ -19,6 +19,7 @@
 pub mod error;
 pub mod logstore;
 pub mod query;
+pub mod settle;
 pub mod sink;
 pub mod storage;
 pub mod unify;

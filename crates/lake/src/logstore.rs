@@ -108,8 +108,16 @@ impl LogStore for LeanLogStore {
         self.inner.get_latest_version(start_version).await
     }
 
+    /// On a local disk, the table's store syncs and drops each data file once written
+    /// ([`crate::settle`]).
     fn object_store(&self, operation_id: Option<Uuid>) -> ObjectStoreRef {
-        self.inner.object_store(operation_id)
+        let store = self.inner.object_store(operation_id);
+        match self.inner.root_url().to_file_path() {
+            Ok(root) if self.inner.root_url().scheme() == "file" => {
+                crate::settle::SettlingStore::wrap(store, root)
+            }
+            _ => store,
+        }
     }
 
     fn root_object_store(&self, operation_id: Option<Uuid>) -> ObjectStoreRef {
