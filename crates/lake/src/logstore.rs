@@ -112,10 +112,9 @@ impl LogStore for LeanLogStore {
     /// ([`crate::settle`]).
     fn object_store(&self, operation_id: Option<Uuid>) -> ObjectStoreRef {
         let store = self.inner.object_store(operation_id);
-        match self.inner.root_url().to_file_path() {
-            Ok(root) if self.inner.root_url().scheme() == "file" => {
-                crate::settle::SettlingStore::wrap(store, root)
-            }
+        let root = self.inner.root_url();
+        match root.to_file_path() {
+            Ok(dir) if root.scheme() == "file" => crate::settle::SettlingStore::wrap(store, dir),
             _ => store,
         }
     }

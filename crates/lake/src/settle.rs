@@ -74,18 +74,12 @@ async fn settle(path: PathBuf) -> Result<()> {
         }
         Ok(())
     })
-    .await;
-    match done {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(source)) => Err(object_store::Error::Generic {
-            store: "gamelake",
-            source: Box::new(source),
-        }),
-        Err(join) => Err(object_store::Error::Generic {
-            store: "gamelake",
-            source: Box::new(join),
-        }),
-    }
+    .await
+    .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+    done.map_err(|source| object_store::Error::Generic {
+        store: "gamelake",
+        source: Box::new(source),
+    })
 }
 
 /// A multipart upload whose file is settled when it completes.

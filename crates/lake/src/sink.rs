@@ -51,7 +51,9 @@ use deltalake::kernel::{Action, Protocol, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::file::properties::{
+    EnabledStatistics, WriterProperties, WriterPropertiesBuilder,
+};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
@@ -282,22 +284,28 @@ impl TableSink for DeltaSink {
 /// dictionary ("all input must be consumed", apache/parquet-java#3478), so a Spark query with
 /// `WHERE event_time >= …` failed on our files. Ingest files are short-lived: compaction
 /// rewrites them with delta-rs's default, zstd level 4 (hourly by default), as ClickHouse's
-/// merges rewrite its LZ4 parts. The raw `line` of the bronze tables (unique text, ~240 bytes)
-/// has no dictionary and no min/max statistics, which cost CPU on every value and help neither
-/// size nor pruning. Other columns keep a dictionary until it reaches 64 KiB instead of 1 MiB.
+/// merges rewrite its LZ4 parts. The raw `line` is set as in [`with_raw_line`]. Other columns
+/// keep a dictionary until it reaches 64 KiB instead of 1 MiB.
 /// Codes, worlds and item grades fit in far less. A column of unique values (`logId`, names)
 /// gives up on its dictionary after ~2 000 values instead of ~30 000, each of which costs a hash
 /// and a compare. That saves ~2 % of the server's CPU (dictionary interning 6.3 % → 4.6 % of the
 /// profile) for files ~5 % larger until compaction rewrites them (BENCHMARKS.md, issue 3,
 /// eighth session).
 fn writer_properties() -> WriterProperties {
-    let line = ColumnPath::from(gamelake_common::names::COL_LINE);
-    WriterProperties::builder()
+    with_raw_line(WriterProperties::builder())
         .set_compression(Compression::SNAPPY)
         .set_dictionary_page_size_limit(64 * 1024)
+        .build()
+}
+
+/// The raw `line` of the bronze tables (unique text, ~240 bytes) without a dictionary and
+/// min/max statistics, in ingest and compacted files alike: they cost CPU on every value and
+/// help neither size nor pruning.
+fn with_raw_line(builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+    let line = ColumnPath::from(gamelake_common::names::COL_LINE);
+    builder
         .set_column_dictionary_enabled(line.clone(), false)
         .set_column_statistics_enabled(line, EnabledStatistics::None)
-        .build()
 }
 
 /// Rows in a row group of a compacted file. delta-rs's default is parquet's, 1 Mi rows, and the
@@ -309,18 +317,14 @@ fn writer_properties() -> WriterProperties {
 pub const COMPACTED_ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Parquet settings of compaction: zstd level 4 as delta-rs's optimize uses by default (the
-/// files are kept for years, so size matters more than encoding CPU), the raw `line` without
-/// dictionary and statistics as in ingest files, and row groups of
-/// [`COMPACTED_ROW_GROUP_ROWS`].
+/// files are kept for years, so size matters more than encoding CPU), the raw `line` as in
+/// ingest files ([`with_raw_line`]), and row groups of [`COMPACTED_ROW_GROUP_ROWS`].
 pub fn compaction_writer_properties() -> WriterProperties {
-    let line = ColumnPath::from(gamelake_common::names::COL_LINE);
-    WriterProperties::builder()
+    with_raw_line(WriterProperties::builder())
         .set_compression(Compression::ZSTD(
             deltalake::parquet::basic::ZstdLevel::try_new(4).expect("zstd level 4 is valid"),
         ))
         .set_max_row_group_row_count(Some(COMPACTED_ROW_GROUP_ROWS))
-        .set_column_dictionary_enabled(line.clone(), false)
-        .set_column_statistics_enabled(line, EnabledStatistics::None)
         .build()
 }
 
