@@ -115,6 +115,15 @@ pub struct DeltaSink {
     writer_properties: WriterProperties,
     /// The background checkpoint, if one is being written.
     checkpoint: Option<tokio::task::JoinHandle<()>>,
+    /// Rows encoded into the next commit's files as they came (see [`DeltaSink::stream`]).
+    stream: Option<Stream>,
+}
+
+/// The open files of the next blind append, and what they hold.
+struct Stream {
+    writer: RecordBatchWriter,
+    rows: usize,
+    through: u64,
 }
 
 impl DeltaSink {
@@ -131,11 +140,104 @@ impl DeltaSink {
             schema: None,
             writer_properties: writer_properties(),
             checkpoint: None,
+            stream: None,
         };
         if lake.exists(&sink.id).await? {
             sink.read_metadata().await?;
         }
         Ok(sink)
+    }
+
+    /// Encodes `batch`, the table's rows of WAL offset `offset`, into the files of the next
+    /// commit at once: the rows then wait for their commit as compressed Parquet pages instead
+    /// of Arrow columns, which hold about twice the input's bytes (BENCHMARKS.md, issue 3,
+    /// fifteenth session). [`DeltaSink::commit_stream`] commits them as a blind append.
+    ///
+    /// `Ok(false)`: the batch cannot go this way (a table not created yet, new columns, a
+    /// protocol without blind appends); the caller commits the stream, then appends the batch
+    /// with [`TableSink::append`]. On `Err` the stream is gone with every row in it, as
+    /// delta-rs's writer discards its window on an error: the caller writes those rows again.
+    pub async fn stream(&mut self, batch: &RecordBatch, offset: u64) -> Result<bool, LakeError> {
+        debug_assert!(
+            self.stream
+                .as_ref()
+                .map_or(self.committed, |s| Some(s.through))
+                < Some(offset),
+            "offsets only grow"
+        );
+        if self.version.is_none() {
+            return Ok(false);
+        }
+        if self.blind.is_none() {
+            self.read_metadata().await?;
+        }
+        let Some(schema) = self.schema.clone().filter(|_| self.blind_ok) else {
+            return Ok(false);
+        };
+        let merged = merged_schema(Some(&schema), std::slice::from_ref(batch));
+        if merged.fields().len() != schema.fields().len() {
+            return Ok(false);
+        }
+        let conformed = conform(batch, &merged, &self.id.to_string())?;
+        let Some(parts) = by_partition(std::slice::from_ref(&conformed), &self.partition_column)
+        else {
+            return Ok(false);
+        };
+        if self.stream.is_none() {
+            let table = self.blind.as_ref().expect("read above");
+            let writer = RecordBatchWriter::for_blind_appends(table)
+                .map_err(|e| self.delta_error(e))?
+                .with_writer_properties(self.writer_properties.clone());
+            self.stream = Some(Stream {
+                writer,
+                rows: 0,
+                through: offset,
+            });
+        }
+        let stream = self.stream.as_mut().expect("opened above");
+        if let Err(e) = write_days(&mut stream.writer, &self.partition_column, parts).await {
+            self.stream = None;
+            return Err(self.delta_error(e));
+        }
+        stream.rows += conformed.num_rows();
+        stream.through = offset;
+        Ok(true)
+    }
+
+    /// The rows encoded by [`DeltaSink::stream`] and not committed yet, and the highest WAL
+    /// offset among them.
+    pub fn streamed(&self) -> Option<(usize, u64)> {
+        self.stream.as_ref().map(|s| (s.rows, s.through))
+    }
+
+    /// Commits the streamed rows as one blind append. On `Err` the stream is gone: unless the
+    /// commit landed after all ([`TableSink::committed_offset`] of a sink opened again), its
+    /// rows must be written again.
+    pub async fn commit_stream(&mut self) -> Result<CommitSummary, LakeError> {
+        let started = Instant::now();
+        let Some(Stream {
+            mut writer,
+            rows,
+            through,
+        }) = self.stream.take()
+        else {
+            return Err(LakeError::Schema {
+                table: self.id.to_string(),
+                reason: "no streamed rows to commit".into(),
+            });
+        };
+        let adds = writer.flush().await.map_err(|e| self.delta_error(e))?;
+        let version = self
+            .commit_adds(adds, through)
+            .await
+            .map_err(|e| self.delta_error(e))?;
+        self.committed = Some(through);
+        Ok(CommitSummary {
+            version,
+            rows,
+            duration: started.elapsed(),
+            new_columns: Vec::new(),
+        })
     }
 
     fn delta_error(&self, source: DeltaTableError) -> LakeError {
@@ -233,6 +335,7 @@ impl TableSink for DeltaSink {
             self.committed.is_none_or(|c| c < through_offset),
             "offsets only grow"
         );
+        debug_assert!(self.stream.is_none(), "the stream is committed first");
         if self.blind.is_none() && self.version.is_some() {
             self.read_metadata().await?;
         }
@@ -385,16 +488,22 @@ impl DeltaSink {
             .expect("blind appends need the metadata");
         let mut writer = RecordBatchWriter::for_blind_appends(table)?
             .with_writer_properties(self.writer_properties.clone());
-        for (date, batch) in parts {
-            let values = indexmap::IndexMap::from([(
-                self.partition_column.clone(),
-                delta_kernel::expressions::Scalar::Date(date),
-            )]);
-            writer
-                .write_partition(batch, &values, WriteMode::Default)
-                .await?;
-        }
+        write_days(&mut writer, &self.partition_column, parts).await?;
         let adds = writer.flush().await?;
+        self.commit_adds(adds, through_offset).await
+    }
+
+    /// Commits the files of `adds` (written for the metadata this sink read) at the next free
+    /// version, with the `txn` of `through_offset`.
+    async fn commit_adds(
+        &mut self,
+        adds: Vec<deltalake::kernel::Add>,
+        through_offset: u64,
+    ) -> Result<u64, DeltaTableError> {
+        let table = self
+            .blind
+            .as_ref()
+            .expect("blind appends need the metadata");
         let log_store = table.log_store();
         let checkpoint_every = table
             .table_properties()
@@ -503,6 +612,24 @@ impl DeltaSink {
             }
         }));
     }
+}
+
+/// Writes rows of one day each into `writer`'s file of that day.
+async fn write_days(
+    writer: &mut RecordBatchWriter,
+    partition_column: &str,
+    parts: Vec<(i32, RecordBatch)>,
+) -> Result<(), DeltaTableError> {
+    for (date, batch) in parts {
+        let values = indexmap::IndexMap::from([(
+            partition_column.to_string(),
+            delta_kernel::expressions::Scalar::Date(date),
+        )]);
+        writer
+            .write_partition(batch, &values, WriteMode::Default)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Checks that a commit another writer made (`winner`, its log entry) leaves a blind append of
@@ -727,6 +854,66 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(rows, expected);
+    }
+
+    /// Rows streamed into the next commit's files land in one blind append, in their days, with
+    /// the highest offset; a new table or a new column is refused (the caller appends those);
+    /// a stream whose commit meets a metadata change fails and leaves nothing behind.
+    #[tokio::test]
+    async fn streamed_rows_commit_as_one_append() {
+        let (_dir, lake, id, mut sink) = new_table().await;
+        let first = batch(&[20000], &[("a", vec![1])]);
+        assert!(!sink.stream(&first, 1).await.unwrap(), "no table yet");
+        sink.append(vec![first], 1).await.unwrap();
+        let two_days = batch(&[20000, 20001], &[("a", vec![2, 3])]);
+        assert!(sink.stream(&two_days, 2).await.unwrap());
+        // Columns missing from a batch are written as NULL.
+        let no_a = batch(&[20001], &[]);
+        assert!(sink.stream(&no_a, 3).await.unwrap());
+        assert_eq!(sink.streamed(), Some((3, 3)));
+        let new_column = batch(&[20001], &[("a", vec![9]), ("b", vec![90])]);
+        assert!(!sink.stream(&new_column, 4).await.unwrap());
+        assert_eq!(sink.committed_offset(), Some(1), "nothing committed yet");
+        let s = sink.commit_stream().await.unwrap();
+        assert_eq!((s.version, s.rows), (1, 3));
+        assert_eq!(sink.streamed(), None);
+        assert_eq!(sink.committed_offset(), Some(3));
+        sink.append(vec![new_column], 4).await.unwrap();
+        let expected = [
+            "+---+----+",
+            "| n | s  |",
+            "+---+----+",
+            "| 5 | 15 |",
+            "+---+----+",
+        ]
+        .join("\n");
+        assert_eq!(count_and_sum(&lake, "silver.t").await, expected);
+
+        // Another writer changes the metadata while rows are streamed: the commit fails, and
+        // the table is as before.
+        assert!(sink
+            .stream(&batch(&[20001], &[("a", vec![100])]), 5)
+            .await
+            .unwrap());
+        lake.load(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(
+                "delta.checkpointInterval".to_string(),
+                "50".to_string(),
+            )]))
+            .await
+            .unwrap();
+        let err = sink.commit_stream().await.unwrap_err().to_string();
+        assert!(err.contains("changed the table metadata"), "{err}");
+        assert_eq!(sink.streamed(), None);
+        let reopened = DeltaSink::open(&lake, id.clone(), "event_date")
+            .await
+            .unwrap();
+        assert_eq!(reopened.committed_offset(), Some(4));
+        assert_eq!(count_and_sum(&lake, "silver.t").await, expected);
     }
 
     async fn count_and_sum(lake: &Lake, table: &str) -> String {

@@ -253,6 +253,8 @@ pub async fn start(
         commit_interval: Duration::from_millis(cfg.lake.commit_interval_ms),
         commit_max_rows: cfg.lake.commit_max_rows,
         committed_at_start,
+        wal_dir: wal_dir.clone(),
+        parse_config: cfg.parse.clone(),
     });
     let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel::<Dispatch>();
     let dispatcher_task = commit_runtime().spawn(dispatcher(shared.clone(), dispatch_rx, sinks));

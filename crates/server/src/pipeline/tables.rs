@@ -2,6 +2,7 @@
 //! offsets are committed everywhere (the watermark).
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -13,7 +14,9 @@ use gamelake_common::{
 use gamelake_lake::arrow::array::RecordBatch;
 use gamelake_lake::arrow::datatypes::Schema;
 use gamelake_lake::{DeltaSink, Lake, TableId, TableSink};
-use gamelake_parse::{with_offset, ColType, ParsedBody, SchemaHints};
+use gamelake_parse::{
+    with_offset, BodyParser, ColType, IngestMeta, ParseConfig, ParsedBody, SchemaHints,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -83,6 +86,9 @@ pub struct TablesShared {
     /// Per table, the offset its commits had reached at start: replayed rows at or below it are
     /// skipped.
     pub committed_at_start: HashMap<TableId, u64>,
+    /// Where rows a failed commit lost from memory are read again ([`reread`]).
+    pub wal_dir: PathBuf,
+    pub parse_config: ParseConfig,
 }
 
 /// Column types of a committed table, as parse hints.
@@ -92,6 +98,21 @@ pub fn hints_of(schema: &Schema) -> HashMap<String, ColType> {
         .iter()
         .filter_map(|f| ColType::from_arrow(f.data_type()).map(|t| (f.name().clone(), t)))
         .collect()
+}
+
+/// A parsed body's batches, each with its table.
+fn by_table(parsed: ParsedBody) -> Vec<(TableId, RecordBatch)> {
+    let mut batches: Vec<(TableId, RecordBatch)> = Vec::with_capacity(parsed.silver.len() + 2);
+    if let Some(b) = parsed.raw_logs {
+        batches.push((TableId::new(SCHEMA_BRONZE, TABLE_RAW_LOGS), b));
+    }
+    if let Some(b) = parsed.dead_letters {
+        batches.push((TableId::new(SCHEMA_BRONZE, TABLE_DEAD_LETTERS), b));
+    }
+    for (name, b) in parsed.silver {
+        batches.push((TableId::new(SCHEMA_SILVER, table_name_for_code(&name)), b));
+    }
+    batches
 }
 
 /// Receives dispatches until the sequencer is gone, then lets every table commit and stop.
@@ -108,13 +129,6 @@ pub async fn dispatcher(
         bytes,
     }) = rx.recv().await
     {
-        let mut batches: Vec<(TableId, RecordBatch)> = Vec::with_capacity(parsed.silver.len() + 2);
-        if let Some(b) = parsed.raw_logs {
-            batches.push((TableId::new(SCHEMA_BRONZE, TABLE_RAW_LOGS), b));
-        }
-        if let Some(b) = parsed.dead_letters {
-            batches.push((TableId::new(SCHEMA_BRONZE, TABLE_DEAD_LETTERS), b));
-        }
         {
             let m = &shared.metrics;
             let mut rows = m.ingest_rows_by_table.lock().expect("metrics lock");
@@ -124,9 +138,7 @@ pub async fn dispatcher(
                 *bytes.entry(name.clone()).or_default() += line_bytes;
             }
         }
-        for (name, b) in parsed.silver {
-            batches.push((TableId::new(SCHEMA_SILVER, table_name_for_code(&name)), b));
-        }
+        let mut batches = by_table(parsed);
         {
             let mut tracker = shared.tracker.lock().expect("tracker lock");
             tracker.bodies.push_back((offset, bytes));
@@ -169,8 +181,11 @@ pub fn partition_column(id: &TableId) -> &'static str {
     }
 }
 
-/// Buffers one table's rows and commits them every interval, or early at `commit_max_rows`;
-/// commits the rest and stops when the dispatcher is gone.
+/// Writes one table: encodes each batch into the next commit's files as it comes
+/// ([`DeltaSink::stream`]) and commits them every interval, or early at `commit_max_rows`;
+/// commits the rest and stops when the dispatcher is gone. Batches the stream cannot take
+/// (a new table, new columns) wait as they are for delta-rs's write operation, after the stream
+/// is committed.
 async fn table_writer(
     shared: Arc<TablesShared>,
     id: TableId,
@@ -189,34 +204,207 @@ async fn table_writer(
             }
         },
     };
-    let mut buffer: Vec<RecordBatch> = Vec::new();
-    let mut rows = 0usize;
-    let mut last_offset = 0u64;
+    let mut pending = Pending::default();
     let mut deadline: Option<Instant> = None;
     loop {
         let flush = tokio::select! {
             msg = rx.recv() => match msg {
                 Some((offset, batch)) => {
-                    rows += batch.num_rows();
-                    buffer.push(batch);
-                    last_offset = offset;
+                    pending.add(&shared, &mut sink, offset, batch).await;
                     deadline.get_or_insert_with(|| Instant::now() + shared.commit_interval);
-                    rows >= shared.commit_max_rows
+                    pending.rows >= shared.commit_max_rows
                 }
                 None => {
-                    if !buffer.is_empty() {
-                        commit(&shared, &mut sink, std::mem::take(&mut buffer), last_offset).await;
-                    }
+                    pending.commit(&shared, &mut sink).await;
                     return;
                 }
             },
             _ = sleep_until_opt(deadline) => true,
         };
-        if flush && !buffer.is_empty() {
-            commit(&shared, &mut sink, std::mem::take(&mut buffer), last_offset).await;
-            rows = 0;
+        if flush {
+            pending.commit(&shared, &mut sink).await;
             deadline = None;
         }
+    }
+}
+
+/// A table's rows since its last commit.
+#[derive(Default)]
+struct Pending {
+    rows: usize,
+    /// Batches for the write operation; they come after the streamed rows.
+    buffer: Vec<RecordBatch>,
+    last_offset: u64,
+    /// A stream failed: the rows of offsets after the committed one through this are read
+    /// again from the WAL before the next commit.
+    lost_through: Option<u64>,
+    /// Time spent encoding the streamed rows, counted as commit time.
+    encoding: Duration,
+}
+
+impl Pending {
+    async fn add(
+        &mut self,
+        shared: &TablesShared,
+        sink: &mut DeltaSink,
+        offset: u64,
+        batch: RecordBatch,
+    ) {
+        self.rows += batch.num_rows();
+        self.last_offset = offset;
+        if self.lost_through.is_some() {
+            // Read again with the lost rows, in order.
+            self.lost_through = Some(offset);
+            return;
+        }
+        if !self.buffer.is_empty() {
+            self.buffer.push(batch);
+            return;
+        }
+        let started = Instant::now();
+        let streamed = sink.stream(&batch, offset).await;
+        self.encoding += started.elapsed();
+        match streamed {
+            Ok(true) => {}
+            Ok(false) => self.buffer.push(batch),
+            Err(e) => {
+                shared
+                    .metrics
+                    .update_table(&sink.id().to_string(), |c| c.errors += 1);
+                tracing::error!(table = %sink.id(), error = %e, offset, "encoding rows failed; they will be read again from the write-ahead log");
+                self.lost_through = Some(offset);
+            }
+        }
+    }
+
+    /// Commits the stream, then rows to read again, then the buffer, each until it succeeds.
+    async fn commit(&mut self, shared: &TablesShared, sink: &mut DeltaSink) {
+        let Pending {
+            buffer,
+            last_offset,
+            lost_through,
+            encoding,
+            ..
+        } = std::mem::take(self);
+        let mut lost_through = lost_through;
+        if let Some((_, through)) = sink.streamed() {
+            match sink.commit_stream().await {
+                Ok(mut summary) => {
+                    summary.duration += encoding;
+                    record_commit(shared, sink.id(), &summary);
+                    committed(shared, sink, through);
+                }
+                Err(e) => {
+                    shared
+                        .metrics
+                        .update_table(&sink.id().to_string(), |c| c.errors += 1);
+                    tracing::error!(table = %sink.id(), error = %e, through, "commit failed; its rows will be read again from the write-ahead log");
+                    lost_through = Some(lost_through.map_or(through, |l| l.max(through)));
+                }
+            }
+        }
+        if let Some(through) = lost_through {
+            recommit(shared, sink, through).await;
+        }
+        if !buffer.is_empty() {
+            commit(shared, sink, buffer, last_offset).await;
+        }
+    }
+}
+
+/// Commits the table's rows of the WAL records after its committed offset through `through`,
+/// read again: a stream that failed lost them from memory. The failed commit may have landed.
+async fn recommit(shared: &TablesShared, sink: &mut DeltaSink, through: u64) {
+    let id = sink.id().clone();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match DeltaSink::open(&shared.lake, id.clone(), partition_column(&id)).await {
+            Ok(reloaded) => {
+                *sink = reloaded;
+                if sink.committed_offset().is_some_and(|c| c >= through) {
+                    committed(shared, sink, through);
+                    return;
+                }
+                match reread(shared, &id, sink.committed_offset(), through).await {
+                    Ok(batches) if batches.is_empty() => {
+                        committed(shared, sink, through);
+                        return;
+                    }
+                    Ok(batches) => {
+                        commit(shared, sink, batches, through).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(table = %id, error = %e, through, "reading rows again from the write-ahead log failed; retrying")
+                    }
+                }
+            }
+            Err(e) => tracing::error!(table = %id, error = %e, "cannot open table; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The rows of table `id` in the WAL records after `after` through `through`, parsed again as
+/// on start (the parse is deterministic given the record and the table's column types, which
+/// only its own commits change).
+async fn reread(
+    shared: &TablesShared,
+    id: &TableId,
+    after: Option<u64>,
+    through: u64,
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let dir = shared.wal_dir.clone();
+    let cfg = shared.parse_config.clone();
+    let hints = shared.hints.read().expect("hints lock").clone();
+    let id = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut parser = BodyParser::new(cfg).map_err(anyhow::Error::msg)?;
+        let mut out = Vec::new();
+        let mut last = None;
+        let from = after.map_or(0, |a| a + 1);
+        let visited = gamelake_wal::replay_from(&dir, from, |offset, payload| {
+            if offset > through {
+                return Err(None::<String>);
+            }
+            let rec = super::record::decode(payload)
+                .map_err(|e| Some(format!("record {offset}: {e}")))?;
+            let meta = IngestMeta {
+                ingest_time_us: rec.ingest_time_us,
+                source: rec.source.to_string(),
+            };
+            let parsed = parser.parse_body(rec.body, &meta, &hints);
+            for (table, batch) in by_table(parsed) {
+                if table == id {
+                    out.push(with_offset(&batch, offset));
+                }
+            }
+            last = Some(offset);
+            Ok(())
+        })?;
+        if let Err(Some(e)) = visited {
+            anyhow::bail!("{e}");
+        }
+        if last != Some(through) {
+            anyhow::bail!(
+                "the write-ahead log holds offsets {from}..={} of {from}..={through}",
+                last.map_or("none".to_string(), |l| l.to_string())
+            );
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+fn record_commit(shared: &TablesShared, id: &TableId, summary: &gamelake_lake::CommitSummary) {
+    shared.metrics.update_table(&id.to_string(), |c| {
+        c.commits += 1;
+        c.rows += summary.rows as u64;
+        c.seconds += summary.duration.as_secs_f64();
+    });
+    if !summary.new_columns.is_empty() || summary.version == 0 {
+        tracing::info!(table = %id, version = summary.version, new_columns = ?summary.new_columns, "table schema changed");
     }
 }
 
@@ -240,14 +428,7 @@ async fn commit(
     loop {
         match sink.append(batches.clone(), through).await {
             Ok(summary) => {
-                shared.metrics.update_table(&id.to_string(), |c| {
-                    c.commits += 1;
-                    c.rows += summary.rows as u64;
-                    c.seconds += summary.duration.as_secs_f64();
-                });
-                if !summary.new_columns.is_empty() || summary.version == 0 {
-                    tracing::info!(table = %id, version = summary.version, new_columns = ?summary.new_columns, "table schema changed");
-                }
+                record_commit(shared, &id, &summary);
                 committed(shared, sink, through);
                 return;
             }
@@ -309,6 +490,92 @@ fn committed(shared: &TablesShared, sink: &DeltaSink, through: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream whose commit fails (another writer changed the table's metadata meanwhile)
+    /// has lost its rows from memory: they are read again from the WAL and committed once.
+    #[tokio::test]
+    async fn rows_of_a_failed_stream_are_read_again_from_the_wal() {
+        use gamelake_lake::arrow::array::{Array, Int64Array};
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let lake = Lake::open(dir.path().join("data").to_str().unwrap()).unwrap();
+        let (mut wal, _) = gamelake_wal::Wal::open(&wal_dir, Default::default()).unwrap();
+        let shared = TablesShared {
+            lake: lake.clone(),
+            tracker: Mutex::new(Tracker::default()),
+            hints: RwLock::new(Arc::new(SchemaHints::new())),
+            metrics: Arc::new(Metrics::default()),
+            commit_interval: Duration::from_secs(1),
+            commit_max_rows: 1000,
+            committed_at_start: HashMap::new(),
+            wal_dir: wal_dir.clone(),
+            parse_config: ParseConfig::default(),
+        };
+        let mut parser = BodyParser::new(ParseConfig::default()).unwrap();
+        let id = TableId::new(SCHEMA_SILVER, "login");
+        let mut sink = DeltaSink::open(&lake, id.clone(), partition_column(&id))
+            .await
+            .unwrap();
+        let mut pending = Pending::default();
+        let meta = IngestMeta {
+            ingest_time_us: 1_765_000_000_000_000,
+            source: "test".into(),
+        };
+        let mut last = 0;
+        for n in 0..4 {
+            let body =
+                format!("{{\"ts\":\"2026-12-06T10:00:0{n}Z\",\"code\":\"login\",\"n\":{n}}}\n");
+            let parts = crate::pipeline::record::parts(
+                meta.ingest_time_us,
+                &meta.source,
+                None,
+                body.clone().into_bytes(),
+            );
+            last = wal.append_parts(&parts).unwrap();
+            wal.sync().unwrap();
+            let hints = shared.hints.read().unwrap().clone();
+            for (table, batch) in by_table(parser.parse_body(body.as_bytes(), &meta, &hints)) {
+                if table != id {
+                    continue;
+                }
+                pending
+                    .add(&shared, &mut sink, last, with_offset(&batch, last))
+                    .await;
+            }
+            if n == 0 {
+                // The first commit creates the table; the next rows are streamed.
+                pending.commit(&shared, &mut sink).await;
+            }
+        }
+        assert_eq!(sink.streamed(), Some((3, last)));
+        lake.load(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(
+                "delta.checkpointInterval".to_string(),
+                "50".to_string(),
+            )]))
+            .await
+            .unwrap();
+        pending.commit(&shared, &mut sink).await;
+        assert_eq!(sink.committed_offset(), Some(last));
+        assert_eq!(
+            shared.metrics.commits.lock().unwrap()["silver.login"].errors,
+            1
+        );
+        let (_, rows) = gamelake_lake::QueryEngine::new(lake)
+            .sql("SELECT count(*), count(DISTINCT n), sum(n) FROM silver.login")
+            .await
+            .unwrap();
+        let got: Vec<i64> = rows[0]
+            .columns()
+            .iter()
+            .map(|c| c.as_any().downcast_ref::<Int64Array>().unwrap().value(0))
+            .collect();
+        assert_eq!(got, vec![4, 4, 6], "each row once");
+    }
 
     #[test]
     fn watermark_waits_for_the_slowest_table() {
