@@ -178,7 +178,14 @@ impl DeltaSink {
         if merged.fields().len() != schema.fields().len() {
             return Ok(false);
         }
-        let conformed = conform(batch, &merged, &self.id.to_string())?;
+        let conformed = match conform(batch, &merged, &self.id.to_string()) {
+            Ok(c) => c,
+            Err(e) => {
+                // As documented: an error ends the stream, whose rows are then written again.
+                self.stream = None;
+                return Err(e);
+            }
+        };
         let Some(parts) = by_partition(std::slice::from_ref(&conformed), &self.partition_column)
         else {
             return Ok(false);
