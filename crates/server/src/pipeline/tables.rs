@@ -210,9 +210,9 @@ async fn table_writer(
         let flush = tokio::select! {
             msg = rx.recv() => match msg {
                 Some((offset, batch)) => {
-                    pending.add(&shared, &mut sink, offset, batch).await;
+                    let now = pending.add(&shared, &mut sink, offset, batch).await;
                     deadline.get_or_insert_with(|| Instant::now() + shared.commit_interval);
-                    pending.rows >= shared.commit_max_rows
+                    now || pending.rows >= shared.commit_max_rows
                 }
                 None => {
                     pending.commit(&shared, &mut sink).await;
@@ -243,36 +243,43 @@ struct Pending {
 }
 
 impl Pending {
+    /// Takes the table's next batch. Returns whether to commit at once: a table that does not
+    /// exist yet is created by its first batch alone, so that the batches after it are
+    /// streamed instead of waiting as Arrow columns for the interval.
     async fn add(
         &mut self,
         shared: &TablesShared,
         sink: &mut DeltaSink,
         offset: u64,
         batch: RecordBatch,
-    ) {
+    ) -> bool {
         self.rows += batch.num_rows();
         self.last_offset = offset;
         if self.lost_through.is_some() {
             // Read again with the lost rows, in order.
             self.lost_through = Some(offset);
-            return;
+            return false;
         }
         if !self.buffer.is_empty() {
             self.buffer.push(batch);
-            return;
+            return false;
         }
         let started = Instant::now();
         let streamed = sink.stream(&batch, offset).await;
         self.encoding += started.elapsed();
         match streamed {
-            Ok(true) => {}
-            Ok(false) => self.buffer.push(batch),
+            Ok(true) => false,
+            Ok(false) => {
+                self.buffer.push(batch);
+                sink.schema().is_none()
+            }
             Err(e) => {
                 shared
                     .metrics
                     .update_table(&sink.id().to_string(), |c| c.errors += 1);
                 tracing::error!(table = %sink.id(), error = %e, offset, "encoding rows failed; they will be read again from the write-ahead log");
                 self.lost_through = Some(offset);
+                false
             }
         }
     }
@@ -538,9 +545,10 @@ mod tests {
                 if table != id {
                     continue;
                 }
-                pending
+                let now = pending
                     .add(&shared, &mut sink, last, with_offset(&batch, last))
                     .await;
+                assert_eq!(now, n == 0, "only the table's first batch commits at once");
             }
             if n == 0 {
                 // The first commit creates the table; the next rows are streamed.
