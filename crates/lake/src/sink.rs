@@ -59,7 +59,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{BlindDeltaTable, DeltaTableError};
 
-use crate::unify::{conform, merged_schema};
+use crate::unify::{adds_columns, conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
 
 /// The application id of the transactions that record WAL offsets.
@@ -174,11 +174,10 @@ impl DeltaSink {
         let Some(schema) = self.schema.clone().filter(|_| self.blind_ok) else {
             return Ok(false);
         };
-        let merged = merged_schema(Some(&schema), std::slice::from_ref(batch));
-        if merged.fields().len() != schema.fields().len() {
+        if adds_columns(&schema, &batch.schema()) {
             return Ok(false);
         }
-        let conformed = match conform(batch, &merged, &self.id.to_string()) {
+        let conformed = match conform(batch, &schema, &self.id.to_string()) {
             Ok(c) => c,
             Err(e) => {
                 // As documented: an error ends the stream, whose rows are then written again.
@@ -191,10 +190,7 @@ impl DeltaSink {
             return Ok(false);
         };
         if self.stream.is_none() {
-            let table = self.blind.as_ref().expect("read above");
-            let writer = RecordBatchWriter::for_blind_appends(table)
-                .map_err(|e| self.delta_error(e))?
-                .with_writer_properties(self.writer_properties.clone());
+            let writer = self.blind_writer().map_err(|e| self.delta_error(e))?;
             self.stream = Some(Stream {
                 writer,
                 rows: 0,
@@ -489,15 +485,20 @@ impl DeltaSink {
         parts: Vec<(i32, RecordBatch)>,
         through_offset: u64,
     ) -> Result<u64, DeltaTableError> {
+        let mut writer = self.blind_writer()?;
+        write_days(&mut writer, &self.partition_column, parts).await?;
+        let adds = writer.flush().await?;
+        self.commit_adds(adds, through_offset).await
+    }
+
+    /// delta-rs's writer of the files of a blind append, for the metadata this sink read.
+    fn blind_writer(&self) -> Result<RecordBatchWriter, DeltaTableError> {
         let table = self
             .blind
             .as_ref()
             .expect("blind appends need the metadata");
-        let mut writer = RecordBatchWriter::for_blind_appends(table)?
-            .with_writer_properties(self.writer_properties.clone());
-        write_days(&mut writer, &self.partition_column, parts).await?;
-        let adds = writer.flush().await?;
-        self.commit_adds(adds, through_offset).await
+        Ok(RecordBatchWriter::for_blind_appends(table)?
+            .with_writer_properties(self.writer_properties.clone()))
     }
 
     /// Commits the files of `adds` (written for the metadata this sink read) at the next free

@@ -55,6 +55,20 @@ pub fn merged_schema(table: Option<&Schema>, batches: &[RecordBatch]) -> SchemaR
     Arc::new(Schema::new(fields))
 }
 
+/// Whether [`merged_schema`] of `table` and `batch` would add a column: one `batch` has and
+/// `table` lacks, or `_conflicts` for a value that does not fit its column. Per batch on the
+/// ingest path, so it allocates nothing.
+pub fn adds_columns(table: &Schema, batch: &Schema) -> bool {
+    let mut needs_conflicts = false;
+    for field in batch.fields() {
+        match table.field_with_name(field.name()) {
+            Ok(existing) => needs_conflicts |= !fits(field.data_type(), existing.data_type()),
+            Err(_) => return true,
+        }
+    }
+    needs_conflicts && table.field_with_name(COL_CONFLICTS).is_err()
+}
+
 /// `batch` with exactly the columns of `schema`: missing ones null, castable ones cast, the rest
 /// moved into `_conflicts`.
 pub fn conform(
@@ -163,6 +177,48 @@ mod tests {
 
     fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
         RecordBatch::try_from_iter(cols).unwrap()
+    }
+
+    /// `adds_columns` agrees with `merged_schema` on new columns, conflicts with and without a
+    /// `_conflicts` column, and batches the table holds.
+    #[test]
+    fn adds_columns_is_what_merging_would_add() {
+        let table = |conflicts: bool| {
+            let mut fields = vec![
+                Field::new("x", DataType::Int64, true),
+                Field::new("s", DataType::Utf8, true),
+            ];
+            if conflicts {
+                fields.push(Field::new(COL_CONFLICTS, DataType::Utf8, true));
+            }
+            Schema::new(fields)
+        };
+        let batches = [
+            vec![Field::new("x", DataType::Int64, true)],
+            vec![Field::new("s", DataType::Int64, true)],
+            vec![Field::new("x", DataType::Utf8, true)],
+            vec![Field::new("y", DataType::Int64, true)],
+            vec![],
+        ];
+        let mut added = Vec::new();
+        for conflicts in [false, true] {
+            let table = table(conflicts);
+            for fields in &batches {
+                let batch = RecordBatch::new_empty(Arc::new(Schema::new(fields.clone())));
+                let merged = merged_schema(Some(&table), std::slice::from_ref(&batch));
+                let adds = adds_columns(&table, &batch.schema());
+                assert_eq!(
+                    adds,
+                    merged.fields().len() != table.fields().len(),
+                    "{fields:?}"
+                );
+                added.push(adds);
+            }
+        }
+        assert_eq!(
+            added,
+            [false, false, true, true, false, false, false, false, true, false]
+        );
     }
 
     #[test]

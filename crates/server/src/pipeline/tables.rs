@@ -289,11 +289,10 @@ impl Pending {
         let Pending {
             buffer,
             last_offset,
-            lost_through,
+            mut lost_through,
             encoding,
             ..
         } = std::mem::take(self);
-        let mut lost_through = lost_through;
         if let Some((_, through)) = sink.streamed() {
             match sink.commit_stream().await {
                 Ok(mut summary) => {
