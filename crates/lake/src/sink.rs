@@ -213,6 +213,12 @@ impl DeltaSink {
         self.stream.as_ref().map(|s| (s.rows, s.through))
     }
 
+    /// Approximate bytes of the open files of the stream (encoded pages, and the pages being
+    /// filled).
+    pub fn streamed_bytes(&self) -> usize {
+        self.stream.as_ref().map_or(0, |s| s.writer.buffer_len())
+    }
+
     /// Commits the streamed rows as one blind append. On `Err` the stream is gone: unless the
     /// commit landed after all ([`TableSink::committed_offset`] of a sink opened again), its
     /// rows must be written again.

@@ -82,6 +82,11 @@ pub struct IngestConfig {
     /// Bytes of bodies accepted but not yet committed to the tables before ingest answers 503.
     /// Default 256 MiB.
     pub max_uncommitted_bytes: usize,
+    /// Memory that rows waiting for their table commit may hold (Arrow batches queued or
+    /// buffered, Parquet pages of open files) before ingest answers 503. Input bytes alone do
+    /// not bound it: parsed rows take about twice their input's bytes until encoded. Default
+    /// 256 MiB.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -92,6 +97,7 @@ impl Default for IngestConfig {
             max_line_bytes: 1 << 20,
             idempotency_window_s: 600,
             max_uncommitted_bytes: 256 << 20,
+            max_buffered_bytes: 256 << 20,
         }
     }
 }
@@ -406,6 +412,12 @@ fn validate(file: ConfigFile) -> anyhow::Result<Config> {
     if file.query.memory_limit_mb == 0 {
         bail!("`query.memory_limit_mb` must be positive");
     }
+    if file.ingest.max_uncommitted_bytes == 0 {
+        bail!("`ingest.max_uncommitted_bytes` must be positive");
+    }
+    if file.ingest.max_buffered_bytes == 0 {
+        bail!("`ingest.max_buffered_bytes` must be positive");
+    }
     if file.lake.commit_max_rows == 0 {
         bail!("`lake.commit_max_rows` must be positive");
     }
@@ -537,6 +549,10 @@ mod tests {
                 "`maintenance.vacuum_retention_hours`",
             ),
             ("[kpi]\naccount = []\n", "`kpi.account`"),
+            (
+                "[ingest]\nmax_buffered_bytes = 0\n",
+                "`ingest.max_buffered_bytes`",
+            ),
             ("[kpi]\naccounts = [\"x\"]\n", "`kpi.accounts`"),
         ] {
             let f = write(text);

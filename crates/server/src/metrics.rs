@@ -157,6 +157,9 @@ pub struct Metrics {
     pub wal_committed_offset: AtomicU64,
     pub wal_syncs: AtomicU64,
     pub uncommitted_bytes: AtomicU64,
+    /// Memory held by rows waiting for their table commit: Arrow batches queued for a table
+    /// writer or buffered by it, and the Parquet pages of its open files.
+    pub buffered_bytes: AtomicU64,
     pub commits: Mutex<BTreeMap<String, TableCommits>>,
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
@@ -313,6 +316,12 @@ impl Metrics {
             "gamelake_uncommitted_bytes",
             "Body bytes durable in the log but not yet in every table.",
             self.uncommitted_bytes.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gamelake_buffered_bytes",
+            "Memory held by rows waiting for their table commit (Arrow batches, Parquet pages).",
+            self.buffered_bytes.load(Ordering::Relaxed),
         );
         let commits = self.commits.lock().expect("metrics lock");
         let per_table: [PerTableCounter; 4] = [

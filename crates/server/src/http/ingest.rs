@@ -49,11 +49,11 @@ pub async fn post_logs(
             "the write-ahead log failed; the server needs an operator",
         ));
     }
-    if pipeline.overloaded() {
+    if let Some(limit) = pipeline.overloaded() {
         discard(body, state.config.ingest.max_body_bytes).await;
         return Err(ApiError::new(
             ErrorCode::Overloaded,
-            "ingest is ahead of table commits (`ingest.max_uncommitted_bytes` reached); retry after the Retry-After delay",
+            format!("ingest is ahead of table commits (`{limit}` reached); retry after the Retry-After delay"),
         ));
     }
     let limits = &state.config.ingest;

@@ -46,6 +46,7 @@ pub struct Pipeline {
     pub idempotency: Arc<IdempotencyStore>,
     pub parse_config: ParseConfig,
     max_uncommitted_bytes: u64,
+    max_buffered_bytes: u64,
     failed: Arc<AtomicBool>,
 }
 
@@ -97,9 +98,17 @@ impl Pipeline {
         self.shared.hints.read().expect("hints lock").clone()
     }
 
-    /// Whether too many bytes wait for their commit (answer 503).
-    pub fn overloaded(&self) -> bool {
-        self.metrics.uncommitted_bytes.load(Ordering::Relaxed) > self.max_uncommitted_bytes
+    /// The limit that ingest is over, if any, by its config key (answer 503): input bytes not
+    /// committed to every table, or memory held by rows waiting for their commit.
+    pub fn overloaded(&self) -> Option<&'static str> {
+        let m = &self.metrics;
+        if m.uncommitted_bytes.load(Ordering::Relaxed) > self.max_uncommitted_bytes {
+            Some("ingest.max_uncommitted_bytes")
+        } else if m.buffered_bytes.load(Ordering::Relaxed) > self.max_buffered_bytes {
+            Some("ingest.max_buffered_bytes")
+        } else {
+            None
+        }
     }
 
     pub fn failed(&self) -> bool {
@@ -266,6 +275,7 @@ pub async fn start(
         idempotency: idempotency.clone(),
         parse_config: cfg.parse.clone(),
         max_uncommitted_bytes: cfg.ingest.max_uncommitted_bytes as u64,
+        max_buffered_bytes: cfg.ingest.max_buffered_bytes as u64,
         failed: Arc::new(AtomicBool::new(false)),
     });
 

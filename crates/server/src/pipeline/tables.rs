@@ -121,7 +121,8 @@ pub async fn dispatcher(
     mut rx: mpsc::UnboundedReceiver<Dispatch>,
     mut sinks: HashMap<TableId, DeltaSink>,
 ) {
-    let mut writers: HashMap<TableId, mpsc::UnboundedSender<(u64, RecordBatch)>> = HashMap::new();
+    let mut writers: HashMap<TableId, mpsc::UnboundedSender<(u64, RecordBatch, u64)>> =
+        HashMap::new();
     let mut tasks = JoinSet::new();
     while let Some(Dispatch {
         offset,
@@ -165,7 +166,18 @@ pub async fn dispatcher(
                 tasks.spawn(table_writer(shared.clone(), id.clone(), sink, rx));
                 tx
             });
-            let _ = tx.send((offset, with_offset(&batch, offset)));
+            let batch = with_offset(&batch, offset);
+            let memory = batch.get_array_memory_size() as u64;
+            shared
+                .metrics
+                .buffered_bytes
+                .fetch_add(memory, Ordering::Relaxed);
+            if tx.send((offset, batch, memory)).is_err() {
+                shared
+                    .metrics
+                    .buffered_bytes
+                    .fetch_sub(memory, Ordering::Relaxed);
+            }
         }
     }
     drop(writers);
@@ -190,7 +202,7 @@ async fn table_writer(
     shared: Arc<TablesShared>,
     id: TableId,
     sink: Option<DeltaSink>,
-    mut rx: mpsc::UnboundedReceiver<(u64, RecordBatch)>,
+    mut rx: mpsc::UnboundedReceiver<(u64, RecordBatch, u64)>,
 ) {
     let mut sink = match sink {
         Some(s) => s,
@@ -209,8 +221,8 @@ async fn table_writer(
     loop {
         let flush = tokio::select! {
             msg = rx.recv() => match msg {
-                Some((offset, batch)) => {
-                    let now = pending.add(&shared, &mut sink, offset, batch).await;
+                Some((offset, batch, memory)) => {
+                    let now = pending.add(&shared, &mut sink, offset, batch, memory).await;
                     deadline.get_or_insert_with(|| Instant::now() + shared.commit_interval);
                     now || pending.rows >= shared.commit_max_rows
                 }
@@ -240,6 +252,18 @@ struct Pending {
     lost_through: Option<u64>,
     /// Time spent encoding the streamed rows, counted as commit time.
     encoding: Duration,
+    /// Memory of the batches in `buffer`, and of the stream's files as last counted, in
+    /// [`crate::metrics::Metrics::buffered_bytes`] until the commit.
+    held: u64,
+    encoded: u64,
+}
+
+/// Rows that no longer wait in memory: `bytes` off [`crate::metrics::Metrics::buffered_bytes`].
+fn release(shared: &TablesShared, bytes: u64) {
+    shared
+        .metrics
+        .buffered_bytes
+        .fetch_sub(bytes, Ordering::Relaxed);
 }
 
 impl Pending {
@@ -252,28 +276,46 @@ impl Pending {
         sink: &mut DeltaSink,
         offset: u64,
         batch: RecordBatch,
+        memory: u64,
     ) -> bool {
         self.rows += batch.num_rows();
         self.last_offset = offset;
         if self.lost_through.is_some() {
             // Read again with the lost rows, in order.
             self.lost_through = Some(offset);
+            release(shared, memory);
             return false;
         }
         if !self.buffer.is_empty() {
             self.buffer.push(batch);
+            self.held += memory;
             return false;
         }
         let started = Instant::now();
         let streamed = sink.stream(&batch, offset).await;
         self.encoding += started.elapsed();
         match streamed {
-            Ok(true) => false,
+            Ok(true) => {
+                // The batch is now pages of the open files.
+                let encoded = sink.streamed_bytes() as u64;
+                let metric = &shared.metrics.buffered_bytes;
+                if encoded >= self.encoded {
+                    metric.fetch_add(encoded - self.encoded, Ordering::Relaxed);
+                } else {
+                    metric.fetch_sub(self.encoded - encoded, Ordering::Relaxed);
+                }
+                self.encoded = encoded;
+                release(shared, memory);
+                false
+            }
             Ok(false) => {
                 self.buffer.push(batch);
+                self.held += memory;
                 sink.schema().is_none()
             }
             Err(e) => {
+                // The stream is gone with its files.
+                release(shared, memory + std::mem::take(&mut self.encoded));
                 shared
                     .metrics
                     .update_table(&sink.id().to_string(), |c| c.errors += 1);
@@ -291,6 +333,8 @@ impl Pending {
             last_offset,
             mut lost_through,
             encoding,
+            held,
+            encoded,
             ..
         } = std::mem::take(self);
         if let Some((_, through)) = sink.streamed() {
@@ -315,6 +359,7 @@ impl Pending {
         if !buffer.is_empty() {
             commit(shared, sink, buffer, last_offset).await;
         }
+        release(shared, held + encoded);
     }
 }
 
@@ -544,9 +589,13 @@ mod tests {
                 if table != id {
                     continue;
                 }
-                let now = pending
-                    .add(&shared, &mut sink, last, with_offset(&batch, last))
-                    .await;
+                let batch = with_offset(&batch, last);
+                let memory = batch.get_array_memory_size() as u64;
+                shared
+                    .metrics
+                    .buffered_bytes
+                    .fetch_add(memory, Ordering::Relaxed);
+                let now = pending.add(&shared, &mut sink, last, batch, memory).await;
                 assert_eq!(now, n == 0, "only the table's first batch commits at once");
             }
             if n == 0 {
@@ -555,6 +604,12 @@ mod tests {
             }
         }
         assert_eq!(sink.streamed(), Some((3, last)));
+        assert_eq!(
+            shared.metrics.buffered_bytes.load(Ordering::Relaxed),
+            sink.streamed_bytes() as u64,
+            "the streamed rows count as their files' pages"
+        );
+        assert!(sink.streamed_bytes() > 0);
         lake.load(&id)
             .await
             .unwrap()
@@ -582,6 +637,11 @@ mod tests {
             .map(|c| c.as_any().downcast_ref::<Int64Array>().unwrap().value(0))
             .collect();
         assert_eq!(got, vec![4, 4, 6], "each row once");
+        assert_eq!(
+            shared.metrics.buffered_bytes.load(Ordering::Relaxed),
+            0,
+            "the memory of every batch is released, the failed stream's too"
+        );
     }
 
     #[test]

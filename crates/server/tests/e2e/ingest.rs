@@ -753,3 +753,80 @@ async fn backpressure_answers_503_keeps_the_connection_and_loses_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), 8000);
 }
+
+/// Backpressure on memory: rows waiting for their commit hold memory (Parquet pages of the
+/// open files once a table exists), counted in `gamelake_buffered_bytes`; past
+/// `ingest.max_buffered_bytes` a body is refused with 503 naming the key, though the input
+/// bytes are far under `ingest.max_uncommitted_bytes`. The count returns to 0 after the
+/// commit, and the refused body is then accepted and stored once.
+#[tokio::test]
+async fn backpressure_on_buffered_memory_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        "[ingest]\nmax_buffered_bytes = 1\n[lake]\ncommit_interval_ms = 3000\n",
+    );
+    let body = |batch: &str, n: usize| {
+        let mut b = String::new();
+        for i in 0..n {
+            b.push_str(&format!(
+                "2026-11-28T02:10:12.004+09:00 [login] {{server=kr-01, account_id={i}, os=android, log_id={batch}-{i}}}\n"
+            ));
+        }
+        b.into_bytes()
+    };
+    let buffered = || async {
+        let metrics = s.metrics().await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("gamelake_buffered_bytes "))
+            .expect("gamelake_buffered_bytes is exported")
+            .parse::<u64>()
+            .unwrap()
+    };
+    // The first body creates the tables at once; the count is back to 0 after that commit.
+    let (status, answer) = s.post_logs(body("a", 10), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    s.wait_for("SELECT count(*) FROM silver.login", one(10))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while buffered().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "memory never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second body's rows wait for the next commit (3 s) as pages of open files.
+    let (status, answer) = s.post_logs(body("b", 2000), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    while buffered().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "rows never counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = body("c", 2000);
+    let (status, answer) = s.post_logs(third.clone(), &[]).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_string().contains("`ingest.max_buffered_bytes`"),
+        "{answer}"
+    );
+    // After the commit the memory is free and the refused body goes in.
+    s.wait_for("SELECT count(*) FROM silver.login", one(2010))
+        .await;
+    while buffered().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "memory never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, answer) = s.post_logs(third.clone(), &[]).await;
+    assert_eq!(status, 200, "{answer}");
+    s.wait_for("SELECT count(*) FROM silver.login", one(4010))
+        .await;
+    let mut ids = s.stored_log_ids().await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4010);
+}
