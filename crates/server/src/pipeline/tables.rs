@@ -167,16 +167,9 @@ pub async fn dispatcher(
                 tx
             });
             let batch = with_offset(&batch, offset);
-            let memory = batch.get_array_memory_size() as u64;
-            shared
-                .metrics
-                .buffered_bytes
-                .fetch_add(memory, Ordering::Relaxed);
+            let memory = hold(&shared, &batch);
             if tx.send((offset, batch, memory)).is_err() {
-                shared
-                    .metrics
-                    .buffered_bytes
-                    .fetch_sub(memory, Ordering::Relaxed);
+                release(&shared, memory);
             }
         }
     }
@@ -256,6 +249,17 @@ struct Pending {
     /// [`crate::metrics::Metrics::buffered_bytes`] until the commit.
     held: u64,
     encoded: u64,
+}
+
+/// A batch on its way to a table writer: its memory counts in
+/// [`crate::metrics::Metrics::buffered_bytes`] until [`release`]d. Returns it.
+fn hold(shared: &TablesShared, batch: &RecordBatch) -> u64 {
+    let memory = batch.get_array_memory_size() as u64;
+    shared
+        .metrics
+        .buffered_bytes
+        .fetch_add(memory, Ordering::Relaxed);
+    memory
 }
 
 /// Rows that no longer wait in memory: `bytes` off [`crate::metrics::Metrics::buffered_bytes`].
@@ -590,11 +594,7 @@ mod tests {
                     continue;
                 }
                 let batch = with_offset(&batch, last);
-                let memory = batch.get_array_memory_size() as u64;
-                shared
-                    .metrics
-                    .buffered_bytes
-                    .fetch_add(memory, Ordering::Relaxed);
+                let memory = hold(&shared, &batch);
                 let now = pending.add(&shared, &mut sink, last, batch, memory).await;
                 assert_eq!(now, n == 0, "only the table's first batch commits at once");
             }
