@@ -160,6 +160,8 @@ pub struct Metrics {
     /// Memory held by rows waiting for their table commit: Arrow batches queued for a table
     /// writer or buffered by it, and the Parquet pages of its open files.
     pub buffered_bytes: AtomicU64,
+    /// Bodies refused with 503 by backpressure, by the limit (config key) that refused them.
+    pub backpressure: Mutex<BTreeMap<String, u64>>,
     pub commits: Mutex<BTreeMap<String, TableCommits>>,
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
@@ -322,6 +324,13 @@ impl Metrics {
             "gamelake_buffered_bytes",
             "Memory held by rows waiting for their table commit (Arrow batches, Parquet pages).",
             self.buffered_bytes.load(Ordering::Relaxed),
+        );
+        by_label(
+            &mut out,
+            "gamelake_ingest_backpressure_total",
+            "Bodies refused with 503 by backpressure, by the limit that refused them.",
+            "limit",
+            &self.backpressure.lock().expect("metrics lock"),
         );
         let commits = self.commits.lock().expect("metrics lock");
         let per_table: [PerTableCounter; 4] = [

@@ -808,6 +808,14 @@ async fn backpressure_on_buffered_memory_names_its_key() {
     let (status, answer) = s.post_logs(third.clone(), &[]).await;
     assert_eq!(status, 503, "{answer}");
     assert!(
+        s.metrics()
+            .await
+            .lines()
+            .any(|l| l
+                == "gamelake_ingest_backpressure_total{limit=\"ingest.max_buffered_bytes\"} 1"),
+        "the refusal is counted by its limit"
+    );
+    assert!(
         answer.to_string().contains("`ingest.max_buffered_bytes`"),
         "{answer}"
     );
