@@ -2,7 +2,9 @@
 //!
 //! - `system.tables`: every Delta table with its version, rows, files, bytes and columns.
 //! - `system.ingest`: per table, events accepted, rows and commits, the WAL offset each has
-//!   committed and how many WAL records it is behind; one row `*` with the WAL itself.
+//!   committed and how many WAL records it is behind; one row `*` with the WAL itself. Every
+//!   row also carries the server's input bytes not yet committed everywhere and the memory
+//!   rows waiting for their commit hold (the two limits of backpressure).
 //! - `system.dead_letters`: dead-lettered lines since start by reason.
 //! - `system.queries`: the last 1 000 queries of the HTTP API (and dashboard): when, who,
 //!   the SQL, duration, rows, error.
@@ -186,6 +188,7 @@ impl SystemSchema {
                 field("wal_records_behind", DataType::UInt64, true),
                 field("wal_next_offset", DataType::UInt64, false),
                 field("uncommitted_bytes", DataType::UInt64, false),
+                field("buffered_bytes", DataType::UInt64, false),
             ],
             vec![
                 strings(table.iter().copied()),
@@ -199,6 +202,10 @@ impl SystemSchema {
                 u64s(std::iter::repeat_n(next, table.len())),
                 u64s(std::iter::repeat_n(
                     m.uncommitted_bytes.load(Ordering::Relaxed),
+                    table.len(),
+                )),
+                u64s(std::iter::repeat_n(
+                    m.buffered_bytes.load(Ordering::Relaxed),
                     table.len(),
                 )),
             ],
