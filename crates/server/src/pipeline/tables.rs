@@ -300,14 +300,13 @@ impl Pending {
         self.encoding += started.elapsed();
         match streamed {
             Ok(true) => {
-                // The batch is now pages of the open files.
-                let encoded = sink.streamed_bytes() as u64;
-                let metric = &shared.metrics.buffered_bytes;
-                if encoded >= self.encoded {
-                    metric.fetch_add(encoded - self.encoded, Ordering::Relaxed);
-                } else {
-                    metric.fetch_sub(self.encoded - encoded, Ordering::Relaxed);
-                }
+                // The batch is now pages of the open files, whose size only grows until the
+                // commit (delta-rs's `buffer_len`): count what it added.
+                let encoded = (sink.streamed_bytes() as u64).max(self.encoded);
+                shared
+                    .metrics
+                    .buffered_bytes
+                    .fetch_add(encoded - self.encoded, Ordering::Relaxed);
                 self.encoded = encoded;
                 release(shared, memory);
                 false
@@ -320,9 +319,7 @@ impl Pending {
             Err(e) => {
                 // The stream is gone with its files.
                 release(shared, memory + std::mem::take(&mut self.encoded));
-                shared
-                    .metrics
-                    .update_table(&sink.id().to_string(), |c| c.errors += 1);
+                record_error(shared, sink.id());
                 tracing::error!(table = %sink.id(), error = %e, offset, "encoding rows failed; they will be read again from the write-ahead log");
                 self.lost_through = Some(offset);
                 false
@@ -349,9 +346,7 @@ impl Pending {
                     committed(shared, sink, through);
                 }
                 Err(e) => {
-                    shared
-                        .metrics
-                        .update_table(&sink.id().to_string(), |c| c.errors += 1);
+                    record_error(shared, sink.id());
                     tracing::error!(table = %sink.id(), error = %e, through, "commit failed; its rows will be read again from the write-ahead log");
                     lost_through = Some(lost_through.map_or(through, |l| l.max(through)));
                 }
@@ -463,6 +458,12 @@ fn record_commit(shared: &TablesShared, id: &TableId, summary: &gamelake_lake::C
     }
 }
 
+fn record_error(shared: &TablesShared, id: &TableId) {
+    shared
+        .metrics
+        .update_table(&id.to_string(), |c| c.errors += 1);
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -488,9 +489,7 @@ async fn commit(
                 return;
             }
             Err(e) => {
-                shared
-                    .metrics
-                    .update_table(&id.to_string(), |c| c.errors += 1);
+                record_error(shared, &id);
                 tracing::error!(table = %id, error = %e, through, "commit failed; retrying");
                 // The commit may have landed before the error surfaced: reload and look.
                 if let Ok(reloaded) =
