@@ -150,22 +150,26 @@ impl BodyParser {
         let mut dead = DeadLetters::default();
         let mut tables: FastMap<String, TableChunk> = FastMap::default();
         let mut accepted = 0;
-        let mut rest = body;
-        while !rest.is_empty() {
-            let line = match memchr::memchr(b'\n', rest) {
-                Some(end) => {
-                    let line = &rest[..end];
-                    rest = &rest[end + 1..];
-                    line
-                }
-                None => std::mem::take(&mut rest),
+        // A body that is valid UTF-8 as a whole, the common case, is validated once: its lines,
+        // cut at `\n`, are then valid too. Otherwise each line is checked on its own, so that
+        // only the lines with bad bytes become dead letters.
+        let text = std::str::from_utf8(body).ok();
+        let mut start = 0;
+        while start < body.len() {
+            let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |e| start + e);
+            let line_end = if end > start && body[end - 1] == b'\r' {
+                end - 1
+            } else {
+                end
             };
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = &body[start..line_end];
+            let line_text = text.map(|t| &t[start..line_end]);
+            start = end + 1;
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
             raw.push(line);
-            match self.parse_one(line, &mut tables, hints) {
+            match self.parse_one(line, line_text, &mut tables, hints) {
                 Ok(()) => accepted += 1,
                 Err(rejection) => dead.push(line, rejection),
             }
@@ -198,9 +202,11 @@ impl BodyParser {
         }
     }
 
+    /// One line; `text` is the line as text when the body was valid UTF-8 as a whole.
     fn parse_one(
         &mut self,
         line: &[u8],
+        text: Option<&str>,
         tables: &mut FastMap<String, TableChunk>,
         hints: &SchemaHints,
     ) -> Result<(), Rejection> {
@@ -215,13 +221,16 @@ impl BodyParser {
                 ),
             ));
         }
-        let text = std::str::from_utf8(line).map_err(|e| {
-            Rejection::new(
-                "invalid_utf8",
-                "parse",
-                format!("line is not valid UTF-8 at byte {}", e.valid_up_to()),
-            )
-        })?;
+        let text = match text {
+            Some(text) => text,
+            None => std::str::from_utf8(line).map_err(|e| {
+                Rejection::new(
+                    "invalid_utf8",
+                    "parse",
+                    format!("line is not valid UTF-8 at byte {}", e.valid_up_to()),
+                )
+            })?,
+        };
         parse_line(text, &mut self.rec)
             .map_err(|e| Rejection::new(e.reason(), "parse", e.to_string()))?;
         let rec = &self.rec;

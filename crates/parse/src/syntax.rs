@@ -34,7 +34,10 @@ pub struct Field {
 /// A parsed line. Reused from line to line: [`Record::clear`] keeps the allocations.
 #[derive(Debug, Default)]
 pub struct Record {
-    /// Unescaped keys, string values and rendered JSON of the line.
+    /// The line itself, then what could not be read from it in place: keys and strings with
+    /// escapes (unescaped), rendered JSON, a `kv` prefix's timestamp. A key or string without
+    /// escapes, the common case, is a span of the line's own bytes at the start of the buffer:
+    /// one copy of the line instead of a copy of each key and value.
     pub buf: String,
     /// Top-level fields in arrival order.
     pub fields: Vec<Field>,
@@ -105,12 +108,27 @@ impl std::fmt::Display for SyntaxError {
     }
 }
 
+/// Bytes of a string scanned a word at a time before [`Parser::string_stop`] turns to `memchr3`.
+const SHORT_STRING: usize = 64;
+
+/// The high bit of each byte of `word` (little-endian) that equals `byte`, and possibly of
+/// bytes above such a byte: the lowest bit set is always a true match, which is all
+/// [`Parser::string_stop`] reads.
+fn byte_in(word: u64, byte: u8) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
 /// Maps and lists nested deeper than this are rejected (keeps recursion bounded).
 pub const MAX_DEPTH: usize = 64;
 
 /// Parses one line (without its newline) into `rec`.
 pub fn parse_line(line: &str, rec: &mut Record) -> Result<(), SyntaxError> {
     rec.clear();
+    // Spans of the line index the buffer's start (see [`Record::buf`]).
+    rec.buf.push_str(line);
     let mut p = Parser {
         s: line.as_bytes(),
         src: line,
@@ -296,7 +314,7 @@ impl<'a> Parser<'a> {
                         break;
                     }
                 }
-                Ok(push(buf, &self.src[start..self.i]))
+                Ok(start as u32..self.i as u32)
             }
             None => Err(SyntaxError::Truncated { at: self.i }),
             Some(_) => Err(SyntaxError::Unexpected {
@@ -316,13 +334,14 @@ impl<'a> Parser<'a> {
             }
             None => Err(SyntaxError::Truncated { at: self.i }),
             Some(_) => {
+                let start = self.i;
                 let word = self.bare_word()?;
                 Ok(match classify(word) {
                     Bare::Null => Val::Null,
                     Bare::Bool(b) => Val::Bool(b),
                     Bare::Int(v) => Val::Int(v),
                     Bare::Float(v) => Val::Float(v),
-                    Bare::Text => Val::Str(push(buf, word)),
+                    Bare::Text => Val::Str(start as u32..self.i as u32),
                 })
             }
         }
@@ -431,17 +450,21 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A single- or double-quoted string with JSON's escapes plus `\'`, unescaped into `buf`.
+    /// A single- or double-quoted string with JSON's escapes plus `\'`. Without escapes it is
+    /// read in place (a span of the line); with one, it is unescaped onto the end of `buf`.
     fn quoted(&mut self, quote: u8, buf: &mut String) -> Result<Span, SyntaxError> {
         self.i += 1;
+        let begin = self.i;
+        let end = self.string_stop(quote)?;
+        if self.s[end] == quote {
+            self.i = end + 1;
+            return Ok(begin as u32..end as u32);
+        }
         let start = buf.len() as u32;
+        let mut pos = end;
         loop {
-            let rest = &self.s[self.i..];
-            let Some(pos) = memchr::memchr3(quote, b'\\', b'\n', rest) else {
-                return Err(SyntaxError::Truncated { at: self.s.len() });
-            };
-            buf.push_str(&self.src[self.i..self.i + pos]);
-            self.i += pos;
+            buf.push_str(&self.src[self.i..pos]);
+            self.i = pos;
             match self.s[self.i] {
                 b'\\' => self.escape(buf)?,
                 b'\n' => return Err(SyntaxError::Truncated { at: self.i }),
@@ -450,6 +473,36 @@ impl<'a> Parser<'a> {
                     return Ok(start..buf.len() as u32);
                 }
             }
+            pos = self.string_stop(quote)?;
+        }
+    }
+
+    /// Where the string that goes on at `self.i` stops: its closing quote, a backslash or a
+    /// newline. Keys and values are mostly a few bytes long, where setting up a vector search
+    /// costs more than the search: the first [`SHORT_STRING`] bytes are tested eight at a time
+    /// in a word, the rest (long text) with `memchr3`.
+    fn string_stop(&self, quote: u8) -> Result<usize, SyntaxError> {
+        let s = self.s;
+        let short = s.len().min(self.i + SHORT_STRING);
+        let mut j = self.i;
+        while j + 8 <= short {
+            let word = u64::from_le_bytes(s[j..j + 8].try_into().expect("eight bytes"));
+            let found = byte_in(word, quote) | byte_in(word, b'\\') | byte_in(word, b'\n');
+            if found != 0 {
+                return Ok(j + (found.trailing_zeros() / 8) as usize);
+            }
+            j += 8;
+        }
+        while j < short {
+            let c = s[j];
+            if c == quote || c == b'\\' || c == b'\n' {
+                return Ok(j);
+            }
+            j += 1;
+        }
+        match memchr::memchr3(quote, b'\\', b'\n', &s[j..]) {
+            Some(pos) => Ok(j + pos),
+            None => Err(SyntaxError::Truncated { at: s.len() }),
         }
     }
 
@@ -526,20 +579,50 @@ enum Bare {
 }
 
 /// Types a bare word: JSON literals and numbers keep their type, anything else is text.
+/// Integers, most of the numbers in logs, are read in the pass that checks their syntax.
 fn classify(word: &str) -> Bare {
-    match word {
-        "null" => return Bare::Null,
-        "true" => return Bare::Bool(true),
-        "false" => return Bare::Bool(false),
+    let b = word.as_bytes();
+    match b.first() {
+        Some(b'n') if word == "null" => return Bare::Null,
+        Some(b't') if word == "true" => return Bare::Bool(true),
+        Some(b'f') if word == "false" => return Bare::Bool(false),
         _ => {}
     }
-    if !is_json_number(word.as_bytes()) {
+    let negative = b.first() == Some(&b'-');
+    let digits_start = usize::from(negative);
+    let mut i = digits_start;
+    let mut magnitude: u64 = 0;
+    let mut fits = true;
+    while let Some(&c) = b.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        match magnitude
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u64::from(c - b'0')))
+        {
+            Some(m) => magnitude = m,
+            None => fits = false,
+        }
+        i += 1;
+    }
+    let digits = i - digits_start;
+    if digits == 0 || (digits > 1 && b[digits_start] == b'0') {
         return Bare::Text;
     }
-    if !word.contains(['.', 'e', 'E']) {
-        if let Ok(v) = word.parse::<i64>() {
+    if i == b.len() && fits {
+        let value = if negative {
+            0i64.checked_sub_unsigned(magnitude)
+        } else {
+            i64::try_from(magnitude).ok()
+        };
+        if let Some(v) = value {
             return Bare::Int(v);
         }
+    }
+    // A fraction, an exponent, or an integer beyond `i64`: a float, if it is a JSON number.
+    if !is_json_number(b) {
+        return Bare::Text;
     }
     match word.parse::<f64>() {
         Ok(v) if v.is_finite() => Bare::Float(v),
@@ -701,6 +784,41 @@ mod tests {
         assert_eq!(text(&rec, "f"), "1e");
         assert_eq!(rec.get("g"), Some(&Val::Null));
         assert_eq!(rec.get("h"), Some(&Val::Float(1e20)));
+        // Integers are read in the pass that checks their syntax: the bounds of `i64`, and
+        // one past them, which are floats as JSON numbers.
+        let rec = parse(
+            "{a=9223372036854775807, b=-9223372036854775808, c=9223372036854775808, \
+             d=-9223372036854775809, e=-0, f=-, g=-01, h=12a, i=1E+2}",
+        );
+        assert_eq!(rec.get("a"), Some(&Val::Int(i64::MAX)));
+        assert_eq!(rec.get("b"), Some(&Val::Int(i64::MIN)));
+        assert_eq!(rec.get("c"), Some(&Val::Float(9_223_372_036_854_775_808.0)));
+        assert_eq!(
+            rec.get("d"),
+            Some(&Val::Float(-9_223_372_036_854_775_808.0))
+        );
+        assert_eq!(rec.get("e"), Some(&Val::Int(0)));
+        assert_eq!(text(&rec, "f"), "-");
+        assert_eq!(text(&rec, "g"), "-01");
+        assert_eq!(text(&rec, "h"), "12a");
+        assert_eq!(rec.get("i"), Some(&Val::Float(100.0)));
+    }
+
+    #[test]
+    fn strings_stop_at_their_quote_wherever_it_falls() {
+        // Strings are scanned eight bytes at a time, then with memchr past 64 bytes: the quote,
+        // an escape or a newline at every position of both must be found.
+        for len in 0..150 {
+            let body = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let rec = parse(&format!(r#"{{"k{len}":"{body}", n:1}}"#));
+            assert_eq!(text(&rec, &format!("k{len}")), body);
+            assert_eq!(rec.get("n"), Some(&Val::Int(1)));
+            let rec = parse(&format!(r#"{{k:'{body}\'{body}', n:2}}"#));
+            assert_eq!(text(&rec, "k"), format!("{body}'{body}"));
+            let mut rec = Record::default();
+            let err = parse_line(&format!("{{k:\"{body}\n\"}}"), &mut rec).unwrap_err();
+            assert_eq!(err, SyntaxError::Truncated { at: 4 + body.len() });
+        }
     }
 
     #[test]

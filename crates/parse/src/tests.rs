@@ -295,6 +295,8 @@ fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
         // Binary fractions: exact in every float parser, so the comparison is about syntax.
         any::<i32>().prop_map(|n| serde_json::Value::from(n as f64 / 8.0)),
         "\\PC{0,12}".prop_map(serde_json::Value::String),
+        // Past the 64 bytes a string is scanned a word at a time.
+        "\\PC{60,90}".prop_map(serde_json::Value::String),
     ]
 }
 
