@@ -402,11 +402,12 @@ impl TableSink for DeltaSink {
 /// gives up on its dictionary after ~2 000 values instead of ~30 000, each of which costs a hash
 /// and a compare. That saves ~2 % of the server's CPU (dictionary interning 6.3 % → 4.6 % of the
 /// profile) for files ~5 % larger until compaction rewrites them (BENCHMARKS.md, issue 3,
-/// eighth session).
+/// eighth session). Row groups are of [`ROW_GROUP_ROWS`], as in compacted files.
 fn writer_properties() -> WriterProperties {
     with_raw_line(WriterProperties::builder())
         .set_compression(Compression::SNAPPY)
         .set_dictionary_page_size_limit(64 * 1024)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
 
@@ -420,23 +421,29 @@ fn with_raw_line(builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
         .set_column_statistics_enabled(line, EnabledStatistics::None)
 }
 
-/// Rows in a row group of a compacted file. delta-rs's default is parquet's, 1 Mi rows, and the
-/// writer holds a whole row group's encoded pages until it is complete: for bronze (~250-byte
-/// lines) that is over 100 MiB a file being written, on top of the ingest it runs beside.
-/// 128 Ki rows is about DuckDB's row group (122 880 rows) and gives readers finer pruning. On
-/// a minute of bronze at 400 000 events/s (48 files, 1.4 GB) a one-task compaction peaked at
-/// 399 MiB with 1 Mi rows and 294 MiB with 128 Ki (BENCHMARKS.md, issue 3, fourteenth session).
-pub const COMPACTED_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows in a row group, of ingest and compacted files alike. delta-rs's default is parquet's,
+/// 1 Mi rows. 128 Ki rows is about DuckDB's row group (122 880 rows) and gives readers finer
+/// pruning. Both sides of a compaction hold about a row group of each file at a time:
+/// - the writer holds a whole row group's encoded pages until it is complete: for bronze
+///   (~250-byte lines) over 100 MiB a file with 1 Mi rows. On a minute of bronze at 400 000
+///   events/s (48 files, 1.4 GB) a one-task compaction peaked at 399 MiB with 1 Mi rows and
+///   294 MiB with 128 Ki (BENCHMARKS.md, issue 3, fourteenth session);
+/// - the reader fetches each row group's column chunks whole. A second of bronze at 450 000
+///   events/s is a file of ~27 MB; in one row group, the compaction's two read streams held
+///   ~60 MB of it (heaptrack). Compacting 30 s of bronze peaked at 262–282 MiB from such files
+///   and at 214–218 MiB from files in row groups of 128 Ki rows (BENCHMARKS.md, issue 3,
+///   seventeenth session). Queries over the newest files read less for the same reason.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Parquet settings of compaction: zstd level 4 as delta-rs's optimize uses by default (the
 /// files are kept for years, so size matters more than encoding CPU), the raw `line` as in
-/// ingest files ([`with_raw_line`]), and row groups of [`COMPACTED_ROW_GROUP_ROWS`].
+/// ingest files ([`with_raw_line`]), and row groups of [`ROW_GROUP_ROWS`].
 pub fn compaction_writer_properties() -> WriterProperties {
     with_raw_line(WriterProperties::builder())
         .set_compression(Compression::ZSTD(
             deltalake::parquet::basic::ZstdLevel::try_new(4).expect("zstd level 4 is valid"),
         ))
-        .set_max_row_group_row_count(Some(COMPACTED_ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
 
@@ -928,6 +935,44 @@ mod tests {
             .unwrap();
         assert_eq!(reopened.committed_offset(), Some(4));
         assert_eq!(count_and_sum(&lake, "silver.t").await, expected);
+    }
+
+    /// Ingest files are written in row groups of at most [`ROW_GROUP_ROWS`] rows, by each of
+    /// the three ways a commit writes: the write operation (a table's first commit), a blind
+    /// append, and a stream.
+    #[tokio::test]
+    async fn ingest_files_hold_row_groups_of_bounded_rows() {
+        use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let (dir, _lake, _id, mut sink) = new_table().await;
+        let rows = ROW_GROUP_ROWS + 1_000;
+        let day = batch(&vec![20000; rows], &[("a", (0..rows as i64).collect())]);
+        sink.append(vec![day.clone()], 1).await.unwrap();
+        sink.append(vec![day.clone()], 2).await.unwrap();
+        assert!(sink.stream(&day, 3).await.unwrap());
+        sink.commit_stream().await.unwrap();
+
+        let mut groups = Vec::new();
+        let mut dirs = vec![dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "parquet") {
+                    let file = std::fs::File::open(&path).unwrap();
+                    let reader = SerializedFileReader::new(file).unwrap();
+                    let rows: Vec<i64> = reader
+                        .metadata()
+                        .row_groups()
+                        .iter()
+                        .map(|g| g.num_rows())
+                        .collect();
+                    groups.push(rows);
+                }
+            }
+        }
+        assert_eq!(groups, vec![vec![ROW_GROUP_ROWS as i64, 1_000]; 3]);
     }
 
     async fn count_and_sum(lake: &Lake, table: &str) -> String {
