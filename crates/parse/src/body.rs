@@ -357,6 +357,9 @@ struct TableChunk {
     /// one code nearly always carry the same keys in the same order, so comparing a key with
     /// the one at its position replaces cleaning the name and a hash lookup.
     layout: Vec<(String, Slot)>,
+    /// The slot of every key seen in this chunk, for rows whose keys are not where the previous
+    /// row had them (lines of one code from services that name or order fields differently).
+    slots: FastMap<String, Slot>,
     /// The previous body's size of this code's rows: the capacity of new columns.
     shape: Shape,
 }
@@ -384,6 +387,7 @@ impl TableChunk {
             rows: 0,
             line_bytes: 0,
             layout: Vec::new(),
+            slots: FastMap::default(),
             shape,
         }
     }
@@ -417,7 +421,11 @@ impl TableChunk {
                 _ => {
                     let slot = self.slot_for(key, &cell);
                     match self.layout.get_mut(position) {
-                        Some(entry) => *entry = (key.to_string(), slot),
+                        Some(entry) => {
+                            entry.0.clear();
+                            entry.0.push_str(key);
+                            entry.1 = slot;
+                        }
                         None => self.layout.push((key.to_string(), slot)),
                     }
                     slot
@@ -455,6 +463,16 @@ impl TableChunk {
     /// The slot of a field key: its column (added with the hinted or the value's type if new),
     /// or a derived or reserved name.
     fn slot_for(&mut self, key: &str, cell: &Cell<'_>) -> Slot {
+        if let Some(slot) = self.slots.get(key) {
+            return *slot;
+        }
+        let slot = self.new_slot(key, cell);
+        self.slots.insert(key.to_string(), slot);
+        slot
+    }
+
+    /// The slot of a key not seen before in this chunk.
+    fn new_slot(&mut self, key: &str, cell: &Cell<'_>) -> Slot {
         let name = column_name_for_field(key);
         match name.as_ref() {
             // Derived columns replace source fields of the same name (raw text stays in bronze).

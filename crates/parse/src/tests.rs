@@ -403,21 +403,30 @@ fn fields_in_any_order_land_in_their_columns() {
         "{code:x, ts:1764300000000, c:40}\n",
         "{code:x, ts:1764300000000, a:5, a:6, _ingest_time:7, event_date:\"no\", b:\"s\"}\n",
         "{code:x, ts:1764300000000, a:8, b:\"t\"}\n",
+        // The reserved and derived names again, at other positions: their slots are the ones
+        // found for them the first time.
+        "{code:x, ts:1764300000000, event_date:\"no\", _ingest_time:9, a:10}\n",
     ));
     let x = table(&p, "x");
     assert_eq!(
         ints(x, "a"),
-        [Some(1), Some(2), Some(3), None, Some(6), Some(8)]
+        [Some(1), Some(2), Some(3), None, Some(6), Some(8), Some(10)]
     );
     assert_eq!(
         strings(x, "b"),
-        ["p", "q", "r", "", "s", "t"].map(|s| (!s.is_empty()).then(|| s.to_string()))
+        ["p", "q", "r", "", "s", "t", ""].map(|s| (!s.is_empty()).then(|| s.to_string()))
     );
-    assert_eq!(ints(x, "c"), [None, None, Some(30), Some(40), None, None]);
+    assert_eq!(
+        ints(x, "c"),
+        [None, None, Some(30), Some(40), None, None, None]
+    );
     let conflicts = strings(x, "_conflicts");
     assert_eq!(conflicts[4].as_deref(), Some(r#"{"_ingest_time":7}"#));
+    assert_eq!(conflicts[6].as_deref(), Some(r#"{"_ingest_time":9}"#));
     assert!(conflicts
         .iter()
         .enumerate()
-        .all(|(i, c)| i == 4 || c.is_none()));
+        .all(|(i, c)| i == 4 || i == 6 || c.is_none()));
+    assert!(x.column_by_name("event_date").is_some());
+    assert_eq!(x.num_columns(), 9, "{:?}", x.schema());
 }
