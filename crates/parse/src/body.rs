@@ -446,7 +446,7 @@ impl TableChunk {
             }
             col.pad_to(row);
             if col.accepts(&cell) {
-                col.push(cell, scratch);
+                col.push(&cell, scratch);
             } else {
                 add_conflict(conflicts, &col.name, &cell);
             }

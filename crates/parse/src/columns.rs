@@ -197,17 +197,17 @@ impl Column {
 
     /// Appends a value the column accepts (see [`Column::accepts`]); numbers and booleans going
     /// into a text column are written as their JSON text.
-    pub fn push(&mut self, cell: Cell<'_>, scratch: &mut String) {
-        debug_assert!(self.accepts(&cell), "caller checks `accepts` first");
+    pub fn push(&mut self, cell: &Cell<'_>, scratch: &mut String) {
+        debug_assert!(self.accepts(cell), "caller checks `accepts` first");
         match (&mut self.data, cell) {
-            (ColData::Int(v), Cell::Int(x)) => v.push(x),
-            (ColData::Float(v), Cell::Float(x)) => v.push(x),
-            (ColData::Float(v), Cell::Int(x)) => v.push(x as f64),
-            (ColData::Bool(v), Cell::Bool(x)) => v.push(x),
+            (ColData::Int(v), Cell::Int(x)) => v.push(*x),
+            (ColData::Float(v), Cell::Float(x)) => v.push(*x),
+            (ColData::Float(v), Cell::Int(x)) => v.push(*x as f64),
+            (ColData::Bool(v), Cell::Bool(x)) => v.push(*x),
             (ColData::Str(s), Cell::Str(x) | Cell::Json(x)) => s.push(x),
             (ColData::Str(s), other) => {
                 scratch.clear();
-                write_cell_json(scratch, &other);
+                write_cell_json(scratch, other);
                 s.push(scratch);
             }
             _ => unreachable!("`accepts` was checked"),
@@ -303,11 +303,11 @@ mod tests {
     fn padding_duplicates_and_nulls() {
         let mut scratch = String::new();
         let mut c = Column::new("x".into(), ColType::Utf8);
-        c.push(Cell::Str("a"), &mut scratch);
+        c.push(&Cell::Str("a"), &mut scratch);
         c.pad_to(3);
-        c.push(Cell::Str("b"), &mut scratch);
+        c.push(&Cell::Str("b"), &mut scratch);
         c.pop();
-        c.push(Cell::Int(7), &mut scratch);
+        c.push(&Cell::Int(7), &mut scratch);
         let arr = c.into_array();
         let arr = arr.as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(arr.len(), 4);
