@@ -150,10 +150,11 @@ impl BodyParser {
         let mut dead = DeadLetters::default();
         let mut tables: FastMap<String, TableChunk> = FastMap::default();
         let mut accepted = 0;
-        // A body that is valid UTF-8 as a whole, the common case, is validated once: its lines,
+        // A body that is valid UTF-8 as a whole, the common case, is validated once (with SIMD,
+        // several times faster than the standard library on mostly ASCII text): its lines,
         // cut at `\n`, are then valid too. Otherwise each line is checked on its own, so that
         // only the lines with bad bytes become dead letters.
-        let text = std::str::from_utf8(body).ok();
+        let text = simdutf8::basic::from_utf8(body).ok();
         let mut start = 0;
         while start < body.len() {
             let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |e| start + e);
