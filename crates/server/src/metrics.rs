@@ -201,6 +201,16 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// A body refused with 503 by backpressure, counted under the limit (config key) that refused it.
+    pub fn count_backpressure(&self, limit: &str) {
+        *self
+            .backpressure
+            .lock()
+            .expect("metrics lock")
+            .entry(limit.to_string())
+            .or_default() += 1;
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {

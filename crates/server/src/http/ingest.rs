@@ -50,13 +50,7 @@ pub async fn post_logs(
         ));
     }
     if let Some(limit) = pipeline.overloaded() {
-        *pipeline
-            .metrics
-            .backpressure
-            .lock()
-            .expect("metrics lock")
-            .entry(limit.to_string())
-            .or_default() += 1;
+        pipeline.metrics.count_backpressure(limit);
         discard(body, state.config.ingest.max_body_bytes).await;
         return Err(ApiError::new(
             ErrorCode::Overloaded,
