@@ -397,7 +397,8 @@ impl TableSink for DeltaSink {
 /// `WHERE event_time >= …` failed on our files. Ingest files are short-lived: compaction
 /// rewrites them with delta-rs's default, zstd level 4 (hourly by default), as ClickHouse's
 /// merges rewrite its LZ4 parts. The raw `line` is set as in [`with_raw_line`]. Other columns
-/// keep a dictionary until it reaches 64 KiB instead of 1 MiB.
+/// keep a dictionary until it reaches 64 KiB instead of 1 MiB, and data pages are of
+/// [`DATA_PAGE_BYTES`].
 /// Codes, worlds and item grades fit in far less. A column of unique values (`logId`, names)
 /// gives up on its dictionary after ~2 000 values instead of ~30 000, each of which costs a hash
 /// and a compare. That saves ~2 % of the server's CPU (dictionary interning 6.3 % → 4.6 % of the
@@ -407,6 +408,7 @@ fn writer_properties() -> WriterProperties {
     with_raw_line(WriterProperties::builder())
         .set_compression(Compression::SNAPPY)
         .set_dictionary_page_size_limit(64 * 1024)
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
@@ -434,6 +436,16 @@ fn with_raw_line(builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
 ///   and at 214–218 MiB from files in row groups of 128 Ki rows (BENCHMARKS.md, issue 3,
 ///   seventeenth session). Queries over the newest files read less for the same reason.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Bytes in a data page of ingest files, before compression; parquet's default is 1 MiB.
+/// The writer encodes a page into a buffer that grows from empty, compresses it into another
+/// and keeps the result until the row group is written: with 1 MiB pages those buffers are
+/// large allocations, fresh memory each time (page faults) and copied at each growth. At
+/// 450 000 events/s the growth of such buffers took 11 % of the server's CPU and its page
+/// faults 7.7 %; with 64 KiB pages 8.1 % and 4.9 %, and the server spent ~3 % less CPU for
+/// 1 % more bytes on disk (BENCHMARKS.md, issue 3, eighteenth session). Snappy compresses in
+/// blocks of 64 KiB anyway. Compacted files keep 1 MiB pages, where zstd gains from them.
+const DATA_PAGE_BYTES: usize = 64 * 1024;
 
 /// Parquet settings of compaction: zstd level 4 as delta-rs's optimize uses by default (the
 /// files are kept for years, so size matters more than encoding CPU), the raw `line` as in
@@ -941,8 +953,9 @@ mod tests {
     /// the three ways a commit writes: the write operation (a table's first commit), a blind
     /// append, and a stream.
     #[tokio::test]
-    async fn ingest_files_hold_row_groups_of_bounded_rows() {
+    async fn ingest_files_hold_row_groups_of_bounded_rows_and_small_pages() {
         use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+        use deltalake::parquet::file::serialized_reader::ReadOptionsBuilder;
 
         let (dir, _lake, _id, mut sink) = new_table().await;
         let rows = ROW_GROUP_ROWS + 1_000;
@@ -961,7 +974,23 @@ mod tests {
                     dirs.push(path);
                 } else if path.extension().is_some_and(|e| e == "parquet") {
                     let file = std::fs::File::open(&path).unwrap();
-                    let reader = SerializedFileReader::new(file).unwrap();
+                    let options = ReadOptionsBuilder::new().with_page_index().build();
+                    let reader = SerializedFileReader::new_with_options(file, options).unwrap();
+                    // Each column chunk of the full row group is in several pages, none much
+                    // larger than DATA_PAGE_BYTES (the writer checks the size after each
+                    // mini-batch of 1 024 values, 8 KiB of this column).
+                    let chunks = reader.metadata().offset_index().expect("offset index");
+                    for column in &chunks[0] {
+                        let pages = column.page_locations();
+                        assert!(pages.len() > 1, "{} page(s)", pages.len());
+                        for page in pages {
+                            assert!(
+                                page.compressed_page_size as usize <= DATA_PAGE_BYTES + 8 * 1024,
+                                "a page of {} bytes",
+                                page.compressed_page_size
+                            );
+                        }
+                    }
                     let rows: Vec<i64> = reader
                         .metadata()
                         .row_groups()
