@@ -204,13 +204,16 @@ struct LoadgenArgs {
     /// Share of malformed lines, 0 to 1.
     #[arg(long, default_value_t = 0.0)]
     malformed: f64,
+    /// Compress each body with gzip (`Content-Encoding: gzip`).
     #[arg(long, conflicts_with = "zstd")]
     gzip: bool,
+    /// Compress each body with zstd (`Content-Encoding: zstd`).
     #[arg(long)]
     zstd: bool,
     /// API key.
     #[arg(long, env = "GAMELAKE_KEY")]
     key: Option<String>,
+    /// Seed of the generator: the same seed and options give the same events, their times aside.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Distinct accounts.
@@ -252,6 +255,7 @@ struct LoadgenArgs {
     /// Write the lines to `--out` instead of sending them.
     #[arg(long, requires = "out")]
     dry_run: bool,
+    /// File the lines of `--dry-run` are written to.
     #[arg(long)]
     out: Option<PathBuf>,
     /// With `--dry-run`: spread the events' times evenly over this long before now (e.g.
