@@ -14,7 +14,9 @@ RECORD_CMD+="bench/$(basename "$0")${*:+ $*}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gamelake-target}"
 PROFILE=${PROFILE:-release}
 # `BIN=path/to/gamelake` skips the build (e.g. to try a script with the debug binary).
+BUILT="binary ${BIN:-}"
 if [ -z "${BIN:-}" ]; then
+  BUILT="the checkout's $PROFILE build"
   cargo build --profile "$PROFILE" -p gamelake >/dev/null 2>&1 || cargo build --profile "$PROFILE" -p gamelake
   BIN="$CARGO_TARGET_DIR/$PROFILE/gamelake"
 fi
@@ -47,7 +49,7 @@ record_run() {
   {
     grep -qxF "$heading" BENCHMARKS.md || printf '\n%s\n\nAppended by `RECORD=1 bench/…` (bench/lib.sh): each run as its script printed it.\n' "$heading"
     printf '\n### %s · `%s`\n\n' "$(date -u '+%F %H:%M UTC')" "$RECORD_CMD"
-    printf '%s; checkout at %s; binary %s.\n\n```text\n' "$(machine)" "$commit" "$BIN"
+    printf '%s; checkout at %s; %s.\n\n```text\n' "$(machine)" "$commit" "$BUILT"
     cat "$DIR/record.out"
     printf '```\n'
   } >>BENCHMARKS.md
