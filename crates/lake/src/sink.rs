@@ -442,7 +442,7 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// and keeps the result until the row group is written: with 1 MiB pages those buffers are
 /// large allocations, fresh memory each time (page faults) and copied at each growth. At
 /// 450 000 events/s the growth of such buffers took 11 % of the server's CPU and its page
-/// faults 7.7 %; with 64 KiB pages 8.1 % and 4.9 %, and the server spent ~3 % less CPU for
+/// faults 7.7 %; with 64 KiB pages 8.1 % and 4.9 %, and the server spent ~4 % less CPU for
 /// 1 % more bytes on disk (BENCHMARKS.md, issue 3, eighteenth session). Snappy compresses in
 /// blocks of 64 KiB anyway. Compacted files keep 1 MiB pages, where zstd gains from them.
 const DATA_PAGE_BYTES: usize = 64 * 1024;
