@@ -14,11 +14,12 @@ RECORD_CMD+="bench/$(basename "$0")${*:+ $*}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gamelake-target}"
 PROFILE=${PROFILE:-release}
 # `BIN=path/to/gamelake` skips the build (e.g. to try a script with the debug binary).
-BUILT="binary ${BIN:-}"
 if [ -z "${BIN:-}" ]; then
-  BUILT="the checkout's $PROFILE build"
   cargo build --profile "$PROFILE" -p gamelake >/dev/null 2>&1 || cargo build --profile "$PROFILE" -p gamelake
   BIN="$CARGO_TARGET_DIR/$PROFILE/gamelake"
+  BUILT="the checkout's $PROFILE build"
+else
+  BUILT="binary $BIN"
 fi
 DIR=$(mktemp -d)
 PIDS=()

@@ -397,13 +397,13 @@ impl TableSink for DeltaSink {
 /// `WHERE event_time >= …` failed on our files. Ingest files are short-lived: compaction
 /// rewrites them with delta-rs's default, zstd level 4 (hourly by default), as ClickHouse's
 /// merges rewrite its LZ4 parts. The raw `line` is set as in [`with_raw_line`]. Other columns
-/// keep a dictionary until it reaches 64 KiB instead of 1 MiB, and data pages are of
-/// [`DATA_PAGE_BYTES`].
+/// keep a dictionary until it reaches 64 KiB instead of 1 MiB.
 /// Codes, worlds and item grades fit in far less. A column of unique values (`logId`, names)
 /// gives up on its dictionary after ~2 000 values instead of ~30 000, each of which costs a hash
 /// and a compare. That saves ~2 % of the server's CPU (dictionary interning 6.3 % → 4.6 % of the
 /// profile) for files ~5 % larger until compaction rewrites them (BENCHMARKS.md, issue 3,
-/// eighth session). Row groups are of [`ROW_GROUP_ROWS`], as in compacted files.
+/// eighth session). Data pages are of [`DATA_PAGE_BYTES`], row groups of [`ROW_GROUP_ROWS`] as
+/// in compacted files.
 fn writer_properties() -> WriterProperties {
     with_raw_line(WriterProperties::builder())
         .set_compression(Compression::SNAPPY)
@@ -949,9 +949,9 @@ mod tests {
         assert_eq!(count_and_sum(&lake, "silver.t").await, expected);
     }
 
-    /// Ingest files are written in row groups of at most [`ROW_GROUP_ROWS`] rows, by each of
-    /// the three ways a commit writes: the write operation (a table's first commit), a blind
-    /// append, and a stream.
+    /// Ingest files are written in row groups of at most [`ROW_GROUP_ROWS`] rows and data pages
+    /// of about [`DATA_PAGE_BYTES`], by each of the three ways a commit writes: the write
+    /// operation (a table's first commit), a blind append, and a stream.
     #[tokio::test]
     async fn ingest_files_hold_row_groups_of_bounded_rows_and_small_pages() {
         use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
