@@ -16,8 +16,9 @@
 #    Spark reads `silver."x"` as `silver__x` (its catalog has no schemas for temporary views)
 #    and double-quoted identifiers in ANSI mode; otherwise the text is unchanged.
 # 4. Every engine's rows are compared with gamelake's gold tables.
-# `ccu` uses DataFusion spellings (date_bin, arrow_cast, CAST(timestamp AS BIGINT), generate_series) that
-# jobs_peers.py rewrites into each peer's spelling (time_bucket, epoch_ns; unix_micros, sequence/explode), nothing else.
+# `ccu` uses DataFusion spellings (date_bin, arrow_cast, CAST(timestamp AS BIGINT), `/` of integers,
+# generate_series) that jobs_peers.py rewrites into each peer's spelling (time_bucket, epoch_ns, `//`;
+# unix_micros, `div`, sequence/explode), nothing else.
 source "$(dirname "$0")/lib.sh"
 EVENTS=${1:-10000000}
 DAYS=${2:-7}

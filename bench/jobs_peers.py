@@ -44,7 +44,12 @@ views = [v.strip() for v in open(views_sql).read().split(";\n") if v.strip()]
 DATE_BIN = re.compile(r"date_bin\(INTERVAL '5 minutes', (\w+), (TIMESTAMP '[^']+')\)")
 # A timestamp as nanoseconds since the epoch: `CAST(t AS BIGINT)` of a column, or of a literal
 # cast to TIMESTAMP (DuckDB epoch_ns; Spark unix_micros × 1000, its CAST gives seconds).
-EPOCH_NS = re.compile(r"CAST\((t1|e|CAST\(TIMESTAMP '[^']+' AS TIMESTAMP\)) AS BIGINT\)")
+EPOCH_NS = re.compile(
+    r"CAST\((t1|e|CAST\(TIMESTAMP '[^']+' AS TIMESTAMP\)|CAST\(event_time AS TIMESTAMP\)) AS BIGINT\)"
+)
+# Division of whole nanoseconds into 5-minute steps: integer division in DataFusion; DuckDB
+# spells it `//`, Spark `div` (their `/` divides as floating point).
+INT_DIV = re.compile(r"\) / (\d{9,})")
 # Nanoseconds since the epoch back to a UTC timestamp.
 FROM_NS = re.compile(r"arrow_cast\(arrow_cast\(([\w.]+), 'Timestamp\(Nanosecond, None\)'\), '[^']*'\)")
 
@@ -52,6 +57,7 @@ FROM_NS = re.compile(r"arrow_cast\(arrow_cast\(([\w.]+), 'Timestamp\(Nanosecond,
 def duckdb_dialect(sql):
     sql = DATE_BIN.sub(r"time_bucket(INTERVAL '5 minutes', \1, \2)", sql)
     sql = EPOCH_NS.sub(r"epoch_ns(\1)", sql)
+    sql = INT_DIV.sub(r") // \1", sql)
     sql = FROM_NS.sub(r"CAST(make_timestamp(\1 // 1000) AS TIMESTAMPTZ)", sql)
     return re.sub(r"arrow_cast\(([\w.]+), '[^']*'\)", r"CAST(\1 AS TIMESTAMPTZ)", sql)
 
@@ -62,6 +68,7 @@ def spark_dialect(sql):
         sql,
     )
     sql = EPOCH_NS.sub(r"(unix_micros(\1) * 1000)", sql)
+    sql = INT_DIV.sub(r") div \1", sql)
     sql = FROM_NS.sub(r"timestamp_micros(\1 div 1000)", sql)
     sql = sql.replace("unnest(generate_series(", "explode(sequence(")
     return re.sub(r"arrow_cast\(([\w.]+), '[^']*'\)", r"\1", sql)

@@ -499,8 +499,15 @@ fn without_huge_pages() {
 /// 7 % of the events acknowledged (BENCHMARKS.md, fifteenth session).
 const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
+/// The purge delay of the batch commands (`jobs`, `tables`, `sql`): never. They end when their
+/// work is done, and a job's build frees and allocates hash tables of tens of MiB query after
+/// query: returning them to the OS in between cost a fifth of `jobs backfill dau`'s CPU time in
+/// the kernel (unmapping, then faulting the pages in again), 9 % of its wall time
+/// (BENCHMARKS.md, issue 5, nineteenth session).
+const BATCH_PURGE_DELAY_MS: std::ffi::c_long = -1;
+
 #[allow(unsafe_code)]
-fn allocator_purge_delay() {
+fn allocator_purge_delay(delay_ms: std::ffi::c_long) {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
@@ -515,7 +522,7 @@ fn allocator_purge_delay() {
     // allocator reads each time it schedules a purge.
     unsafe {
         if (30_000..40_000).contains(&mi_version()) {
-            mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+            mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms);
         }
     }
 }
@@ -535,8 +542,11 @@ fn default_sigpipe() {
 
 fn main() {
     without_huge_pages();
-    allocator_purge_delay();
     let cli = Cli::parse();
+    allocator_purge_delay(match cli.command {
+        Command::Jobs { .. } | Command::Tables { .. } | Command::Sql { .. } => BATCH_PURGE_DELAY_MS,
+        _ => PURGE_DELAY_MS,
+    });
     if !matches!(cli.command, Command::Serve(_) | Command::Demo { .. }) {
         default_sigpipe();
     }
@@ -570,7 +580,9 @@ mod tests {
         }
         // mimalloc 3's default purge delay: option 15 is the purge delay before it is set.
         assert_eq!(get(), 1000, "option 15 is not mimalloc 3's purge delay");
-        super::allocator_purge_delay();
+        super::allocator_purge_delay(super::PURGE_DELAY_MS);
         assert_eq!(get(), super::PURGE_DELAY_MS);
+        super::allocator_purge_delay(super::BATCH_PURGE_DELAY_MS);
+        assert_eq!(get(), -1);
     }
 }
