@@ -11,6 +11,11 @@
 -- - An account is new on its first active day over all data: the accounts of this day in
 --   `gold.first_days` (job `first_days`), which is built before this job for each day.
 -- - The four breakdowns are grouping sets of one aggregation: the day's events are read once.
+--   Each grouping set is split further by (is_new, is_paying), so that one `count(DISTINCT
+--   account)` gives all three figures: an account is new or not, paying or not, on the whole
+--   day, so the four splits of a group hold different accounts and their counts add up. Three
+--   `count(DISTINCT …)` of different expressions cost DataFusion a hash set each per group:
+--   the split is 0.8 of the build's time (BENCHMARKS.md, issue 5, nineteenth session).
 WITH active AS (
   SELECT DISTINCT account, world, os, store
   FROM kpi.activity
@@ -30,14 +35,26 @@ flagged AS (
   FROM active a
   LEFT JOIN new_accounts n ON a.account = n.account
   LEFT JOIN payers p ON a.account = p.account
+),
+counted AS (
+  SELECT world, os, store, is_new, is_paying,
+    grouping(world) AS by_world, grouping(os) AS by_os, grouping(store) AS by_store,
+    count(DISTINCT account) AS accounts
+  FROM flagged
+  GROUP BY GROUPING SETS ((is_new, is_paying), (world, is_new, is_paying),
+    (os, is_new, is_paying), (store, is_new, is_paying))
+  -- The total is a row also on a day without events (zeros).
+  UNION ALL
+  SELECT CAST(NULL AS STRING), CAST(NULL AS STRING), CAST(NULL AS STRING), false, false,
+    1, 1, 1, CAST(0 AS BIGINT)
 )
 SELECT :date AS event_date,
-  CASE WHEN grouping(world) = 0 THEN 'world' WHEN grouping(os) = 0 THEN 'os'
-       WHEN grouping(store) = 0 THEN 'store' ELSE 'total' END AS dimension,
-  CASE WHEN grouping(world) = 0 THEN world WHEN grouping(os) = 0 THEN os
-       WHEN grouping(store) = 0 THEN store ELSE 'all' END AS value,
-  count(DISTINCT account) AS dau,
-  count(DISTINCT CASE WHEN is_new THEN account END) AS nru,
-  count(DISTINCT CASE WHEN is_paying THEN account END) AS pu
-FROM flagged
-GROUP BY GROUPING SETS ((), (world), (os), (store))
+  CASE WHEN by_world = 0 THEN 'world' WHEN by_os = 0 THEN 'os'
+       WHEN by_store = 0 THEN 'store' ELSE 'total' END AS dimension,
+  CASE WHEN by_world = 0 THEN world WHEN by_os = 0 THEN os
+       WHEN by_store = 0 THEN store ELSE 'all' END AS value,
+  sum(accounts) AS dau,
+  coalesce(sum(CASE WHEN is_new THEN accounts END), 0) AS nru,
+  coalesce(sum(CASE WHEN is_paying THEN accounts END), 0) AS pu
+FROM counted
+GROUP BY by_world, by_os, by_store, world, os, store
