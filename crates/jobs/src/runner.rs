@@ -14,6 +14,7 @@ use gamelake_lake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, T
 use gamelake_lake::datafusion::datasource::ViewTable;
 use gamelake_lake::datafusion::error::{DataFusionError, Result as DfResult};
 use gamelake_lake::datafusion::logical_expr::TableType;
+use gamelake_lake::datafusion::prelude::DataFrame;
 use gamelake_lake::{Lake, QueryEngine, TableId};
 
 use crate::kpi::KpiConfig;
@@ -333,7 +334,9 @@ impl Runner {
         catalog.register_schema("kpi", Arc::new(MemorySchemaProvider::new()))?;
         // Builds run two at a time (`run_batched`) on two cores: a final aggregation over one
         // partition instead of hash-repartitioned rows saves a copy of every group (retention
-        // 0.88× of its time, the other jobs unchanged; BENCHMARKS.md, sixth session).
+        // 0.88× of its time, the other jobs unchanged; BENCHMARKS.md, sixth session). A job
+        // that reads its own table builds one partition at a time: [`Runner::query`] turns
+        // the setting back on for it.
         ctx.sql("SET datafusion.optimizer.repartition_aggregations = false")
             .await?;
         for (name, sql) in self.kpi.views(tables) {
@@ -467,7 +470,19 @@ impl Runner {
             self.create_empty(job, fields).await?;
         }
         let t0 = Instant::now();
-        let df = engine.plan(&sql).await?;
+        let mut df = engine.plan(&sql).await?;
+        if job.reads_itself() {
+            // Built alone (each partition waits for the one before), so its final
+            // aggregations are better spread over the cores: first_days' query took 0.9 of
+            // its time with them (BENCHMARKS.md, issue 5, nineteenth session).
+            let (mut state, plan) = df.into_parts();
+            state
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .repartition_aggregations = true;
+            df = DataFrame::new(state, plan);
+        }
         let planned = t0.elapsed();
         let schema = Arc::new(df.schema().as_arrow().clone());
         for col in &partition_columns(job) {
