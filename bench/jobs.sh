@@ -5,6 +5,7 @@
 #   bench/jobs.sh [EVENTS] [DAYS]        (default 10 000 000 events over 7 days)
 #   JOBS="dau revenue" PEERS=duckdb bench/jobs.sh   (some jobs, with their upstream ones; no Spark)
 #   COMPACT=1 bench/jobs.sh    (tables compacted and checkpointed first, as maintenance keeps them)
+#   PAIRED=5 COMPACT=1 bench/jobs.sh   (gamelake and DuckDB side by side, 5 rounds; jobs_paired.py)
 #
 # 1. `gamelake loadgen --dry-run --spread DAYSd` writes the events (mixed kv / NDJSON / bare
 #    lines, 200 000 accounts); `gamelake serve` ingests them; the server stops.
@@ -55,6 +56,12 @@ TO=$(TZ=Asia/Seoul date +%F)
 CFG=(--data-dir "$DIR/data")
 # `JOBS="first_days dau revenue"` measures some of the jobs (with their upstream jobs).
 read -r -a JOBS <<<"${JOBS:-first_days dau revenue retention currency_flow item_economy ccu}"
+# `PAIRED=N`: N rounds of gamelake's backfill then DuckDB's queries, job by job (medians and
+# ratios from side-by-side runs; no Spark, no comparison of rows): bench/jobs_paired.py.
+if [[ -n "${PAIRED:-}" ]]; then
+  "$PY" bench/jobs_paired.py "$DIR/data" "$BIN" "$PAIRED" "$FROM" "$TO" "${JOBS[@]}"
+  exit
+fi
 : >"$DIR/gamelake.tsv"
 for job in "${JOBS[@]}"; do
   start=$(date +%s.%N)

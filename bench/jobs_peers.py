@@ -8,16 +8,16 @@ usage: jobs_peers.py DATA_DIR VIEWS_SQL ORDER_TSV GAMELAKE_TSV EVENTS MACHINE
 
 import datetime
 import glob
-import json
 import math
 import os
 import re
 import statistics
 import sys
 import time
-import urllib.parse
 
 import duckdb
+
+from peers_sql import duckdb_dialect, live_files, spark_dialect
 
 data, views_sql, order_tsv, gamelake_tsv, events, machine = sys.argv[1:7]
 order = [line.rstrip("\n").split("\t") for line in open(order_tsv) if line.strip()]
@@ -34,44 +34,6 @@ silver = sorted(
     for p in glob.glob(f"{data}/silver/*/_delta_log")
 )
 views = [v.strip() for v in open(views_sql).read().split(";\n") if v.strip()]
-
-
-# ccu's DataFusion spellings, in each peer's words (same meaning):
-# date_bin(step, t, origin) → DuckDB time_bucket(step, t, origin); Spark: microseconds from
-# the origin, floored to the step. CAST(t AS BIGINT) of a timestamp (nanoseconds) → DuckDB
-# epoch_ns(t); Spark unix_micros(t) * 1000. unnest(generate_series(a, b, step)) → Spark
-# explode(sequence(a, b, step)). arrow_cast(t, 'Timestamp(…UTC…)') → a time zone type.
-DATE_BIN = re.compile(r"date_bin\(INTERVAL '5 minutes', (\w+), (TIMESTAMP '[^']+')\)")
-# A timestamp as nanoseconds since the epoch: `CAST(t AS BIGINT)` of a column, or of a literal
-# cast to TIMESTAMP (DuckDB epoch_ns; Spark unix_micros × 1000, its CAST gives seconds).
-EPOCH_NS = re.compile(
-    r"CAST\((t1|e|CAST\(TIMESTAMP '[^']+' AS TIMESTAMP\)|CAST\(event_time AS TIMESTAMP\)) AS BIGINT\)"
-)
-# Division of whole nanoseconds into 5-minute steps: integer division in DataFusion; DuckDB
-# spells it `//`, Spark `div` (their `/` divides as floating point).
-INT_DIV = re.compile(r"\) / (\d{9,})")
-# Nanoseconds since the epoch back to a UTC timestamp.
-FROM_NS = re.compile(r"arrow_cast\(arrow_cast\(([\w.]+), 'Timestamp\(Nanosecond, None\)'\), '[^']*'\)")
-
-
-def duckdb_dialect(sql):
-    sql = DATE_BIN.sub(r"time_bucket(INTERVAL '5 minutes', \1, \2)", sql)
-    sql = EPOCH_NS.sub(r"epoch_ns(\1)", sql)
-    sql = INT_DIV.sub(r") // \1", sql)
-    sql = FROM_NS.sub(r"CAST(make_timestamp(\1 // 1000) AS TIMESTAMPTZ)", sql)
-    return re.sub(r"arrow_cast\(([\w.]+), '[^']*'\)", r"CAST(\1 AS TIMESTAMPTZ)", sql)
-
-
-def spark_dialect(sql):
-    sql = DATE_BIN.sub(
-        r"timestamp_micros(unix_micros(\2) + CAST(floor((unix_micros(\1) - unix_micros(\2)) / 300000000.0) AS BIGINT) * 300000000)",
-        sql,
-    )
-    sql = EPOCH_NS.sub(r"(unix_micros(\1) * 1000)", sql)
-    sql = INT_DIV.sub(r") div \1", sql)
-    sql = FROM_NS.sub(r"timestamp_micros(\1 div 1000)", sql)
-    sql = sql.replace("unnest(generate_series(", "explode(sequence(")
-    return re.sub(r"arrow_cast\(([\w.]+), '[^']*'\)", r"\1", sql)
 
 
 def norm(rows):
@@ -96,36 +58,12 @@ ref = duckdb.connect()
 ref.execute("SET TimeZone = 'UTC'")
 
 
-def live_files(table):
-    """The data files a Delta table's latest version holds: its last checkpoint, then the
-    add and remove actions of the commits after it."""
-    log = f"{table}/_delta_log"
-    files, first = set(), 0
-    if os.path.exists(f"{log}/_last_checkpoint"):
-        version = json.load(open(f"{log}/_last_checkpoint"))["version"]
-        parts = sorted(glob.glob(f"{log}/{version:020d}.checkpoint*.parquet"))
-        files |= {r[0] for r in ref.execute(
-            "SELECT add.path FROM read_parquet(?) WHERE add IS NOT NULL", [parts]
-        ).fetchall()}
-        first = version + 1
-    for commit in sorted(glob.glob(f"{log}/*.json")):
-        if int(os.path.basename(commit).split(".")[0]) < first:
-            continue
-        for line in open(commit):
-            action = json.loads(line)
-            if "add" in action:
-                files.add(action["add"]["path"])
-            elif "remove" in action:
-                files.discard(action["remove"]["path"])
-    return [f"{table}/{urllib.parse.unquote(p)}" for p in sorted(files)]
-
-
 # Each silver table's live files, read from its log once for both peers.
-silver_files = {t: live_files(f"{data}/silver/{t}") for t in silver}
+silver_files = {t: live_files(ref, f"{data}/silver/{t}") for t in silver}
 
 
 def gold_scan(job):
-    return f"read_parquet({live_files(f'{data}/gold/{job}')!r}, hive_partitioning = true)"
+    return f"read_parquet({live_files(ref, f'{data}/gold/{job}')!r}, hive_partitioning = true)"
 
 
 expected = {}

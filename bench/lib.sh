@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The command line as it was given: the environment settings the scripts read, then the script.
 RECORD_CMD=""
-for v in PROFILE CONFIG FORMAT CONC SAMPLE FIND_MAX PEERS JOBS COMPACT INGEST_ONLY; do
+for v in PROFILE CONFIG FORMAT CONC SAMPLE FIND_MAX PEERS JOBS COMPACT INGEST_ONLY PAIRED; do
   [[ -n "${!v:-}" ]] && RECORD_CMD+="$v=${!v} "
 done
 RECORD_CMD+="bench/$(basename "$0")${*:+ $*}"
