@@ -106,4 +106,5 @@ done
 
 "$PY" bench/jobs_peers.py "$DIR/data" "$DIR/views.sql" "$DIR/sql/order.tsv" "$DIR/gamelake.tsv" \
   "$ACCEPTED" "$(machine)" 2>"$DIR/peers.err" || { tail -40 "$DIR/peers.err" >&2; exit 1; }
-grep -E "^(DuckDB|Spark) " "$DIR/peers.err" >&2 || true
+# Each peer's verdict, and the rows it differs by (Spark's progress bars end lines with \r).
+tr '\r' '\n' <"$DIR/peers.err" | grep -aE "^(DuckDB|Spark) " >&2 || true

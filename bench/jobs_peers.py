@@ -148,6 +148,7 @@ def run_spark():
         .config("spark.sql.legacy.charVarcharAsString", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

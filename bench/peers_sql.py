@@ -20,7 +20,8 @@ EPOCH_NS = re.compile(
 )
 # Division of whole nanoseconds into 5-minute steps: integer division in DataFusion; DuckDB
 # spells it `//`, Spark `div` (their `/` divides as floating point).
-INT_DIV = re.compile(r"\) / (\d{9,})")
+# (Not the decimal `/ 300000000.0` that spark_dialect writes for date_bin: it stays a division.)
+INT_DIV = re.compile(r"\) / (\d{9,})(?![\d.])")
 # Nanoseconds since the epoch back to a UTC timestamp.
 FROM_NS = re.compile(r"arrow_cast\(arrow_cast\(([\w.]+), 'Timestamp\(Nanosecond, None\)'\), '[^']*'\)")
 
