@@ -37,7 +37,8 @@
 --   3 µs on each partition of a window. The next marker is the account's when the next row's
 --   account is the same. The running max is over `account, chr(1), time` as text: an earlier
 --   account's text sorts lower, so the max is the account's own last marker, and a max that
---   names another account (no marker of its own yet) matches no session. The time as text
+--   names another account (no marker of its own yet) matches no session (chr(1) sorts below
+--   every byte but chr(0) and chr(1), which account names do not hold). The time as text
 --   (`CAST(t AS STRING)`) sorts as the time does. (BENCHMARKS.md, issue 5, nineteenth session.)
 -- - The instants each span covers are listed as nanoseconds since the epoch (integers), not as
 --   timestamps: DataFusion's generate_series over timestamps with an interval step costs about

@@ -15,7 +15,7 @@
 --   account)` gives all three figures: an account is new or not, paying or not, on the whole
 --   day, so the four splits of a group hold different accounts and their counts add up. Three
 --   `count(DISTINCT …)` of different expressions cost DataFusion a hash set each per group:
---   the split is 0.8 of the build's time (BENCHMARKS.md, issue 5, nineteenth session).
+--   the split takes 0.8–0.9 of the build's time (BENCHMARKS.md, issue 5, nineteenth session).
 WITH active AS (
   SELECT DISTINCT account, world, os, store
   FROM kpi.activity

@@ -501,9 +501,9 @@ const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
 /// The purge delay of the batch commands (`jobs`, `tables`, `sql`): never. They end when their
 /// work is done, and a job's build frees and allocates hash tables of tens of MiB query after
-/// query: returning them to the OS in between cost a fifth of `jobs backfill dau`'s CPU time in
-/// the kernel (unmapping, then faulting the pages in again), 9 % of its wall time
-/// (BENCHMARKS.md, issue 5, nineteenth session).
+/// query. Returning them to the OS in between (unmapping, then faulting the pages in again)
+/// doubled `jobs backfill dau`'s system time, 0.44–0.54 s against 0.85–0.99 s, and cost 9 % of
+/// its wall time (BENCHMARKS.md, issue 5, nineteenth session).
 const BATCH_PURGE_DELAY_MS: std::ffi::c_long = -1;
 
 #[allow(unsafe_code)]
