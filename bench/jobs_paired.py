@@ -15,7 +15,6 @@ and loading the tables' Delta logs. Rows are compared by jobs.sh's full run, not
 """
 
 import datetime
-import glob
 import json
 import os
 import statistics
@@ -25,27 +24,14 @@ import time
 
 import duckdb
 
-from peers_sql import duckdb_dialect, live_files
+from peers_sql import duckdb_dialect, duckdb_session, live_files, silver_live_files
 
 data, gamelake, rounds, first, last = sys.argv[1:6]
 jobs = sys.argv[6:]
 rounds = int(rounds)
 
-con = duckdb.connect()
-con.execute("SET TimeZone = 'UTC'")
-con.execute("SET threads = 2")
-for s in ("silver", "kpi", "gold"):
-    con.execute(f"CREATE SCHEMA {s}")
-for log in sorted(glob.glob(f"{data}/silver/*/_delta_log")):
-    t = os.path.basename(os.path.dirname(log))
-    con.execute(
-        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet({live_files(con, f'{data}/silver/{t}')!r}, "
-        "hive_partitioning = true, union_by_name = true)"
-    )
 views = subprocess.run([gamelake, "jobs", "views", "--data-dir", data], capture_output=True, text=True, check=True).stdout
-for v in [v.strip() for v in views.split(";\n") if v.strip()]:
-    con.execute(v)
-
+con = duckdb_session(duckdb, silver_live_files(duckdb.connect(), data), [v.strip() for v in views.split(";\n") if v.strip()])
 
 def sql(job, part, check=True):
     out = subprocess.run([gamelake, "jobs", "sql", job, "--date", part, "--data-dir", data],

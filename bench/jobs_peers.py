@@ -7,17 +7,15 @@ usage: jobs_peers.py DATA_DIR VIEWS_SQL ORDER_TSV GAMELAKE_TSV EVENTS MACHINE
 """
 
 import datetime
-import glob
 import math
 import os
 import re
-import statistics
 import sys
 import time
 
 import duckdb
 
-from peers_sql import duckdb_dialect, live_files, spark_dialect
+from peers_sql import duckdb_dialect, duckdb_session, live_files, silver_live_files, spark_dialect
 
 data, views_sql, order_tsv, gamelake_tsv, events, machine = sys.argv[1:7]
 order = [line.rstrip("\n").split("\t") for line in open(order_tsv) if line.strip()]
@@ -29,10 +27,6 @@ gamelake_s, builds_s = {}, {}
 for line in open(gamelake_tsv):
     job, secs, builds = line.split("\t")
     gamelake_s[job], builds_s[job] = float(secs), float(builds)
-silver = sorted(
-    os.path.basename(os.path.dirname(p))
-    for p in glob.glob(f"{data}/silver/*/_delta_log")
-)
 views = [v.strip() for v in open(views_sql).read().split(";\n") if v.strip()]
 
 
@@ -59,7 +53,8 @@ ref.execute("SET TimeZone = 'UTC'")
 
 
 # Each silver table's live files, read from its log once for both peers.
-silver_files = {t: live_files(ref, f"{data}/silver/{t}") for t in silver}
+silver_files = silver_live_files(ref, data)
+silver = list(silver_files)
 
 
 def gold_scan(job):
@@ -78,18 +73,7 @@ def gold_rows(job, cols):
 
 
 # DuckDB: silver tables as views over their Parquet files, the kpi views, each partition's SQL.
-con = duckdb.connect()
-con.execute("SET TimeZone = 'UTC'")
-con.execute("SET threads = 2")
-for s in ("silver", "kpi", "gold"):
-    con.execute(f"CREATE SCHEMA {s}")
-for t in silver:
-    con.execute(
-        f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet({silver_files[t]!r}, "
-        "hive_partitioning = true, union_by_name = true)"
-    )
-for v in views:
-    con.execute(v)
+con = duckdb_session(duckdb, silver_files, views)
 # Jobs that read their own earlier days start from an empty table, as gamelake creates one
 # from the job's `target_columns`.
 SELF_READING = {"first_days": [("account", "VARCHAR"), ("first_date", "DATE")]}

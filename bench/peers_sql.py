@@ -1,5 +1,5 @@
 """What bench/jobs_peers.py and bench/jobs_paired.py share: the peers' spellings of gamelake's SQL,
-and the data files a Delta table's latest version holds."""
+the data files a Delta table's latest version holds, and a DuckDB session over them."""
 
 import glob
 import json
@@ -68,3 +68,28 @@ def live_files(con, table):
             elif "remove" in action:
                 files.discard(action["remove"]["path"])
     return [f"{table}/{urllib.parse.unquote(p)}" for p in sorted(files)]
+
+
+def silver_live_files(con, data):
+    """Each silver table of the data dir, with the files its latest version holds."""
+    logs = sorted(glob.glob(f"{data}/silver/*/_delta_log"))
+    tables = [os.path.basename(os.path.dirname(log)) for log in logs]
+    return {t: live_files(con, f"{data}/silver/{t}") for t in tables}
+
+
+def duckdb_session(duckdb, silver, views):
+    """DuckDB on two threads with gamelake's schemas: each silver table a view over its files
+    (`silver`, from silver_live_files), then the `kpi` views (their CREATE VIEW statements)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET threads = 2")
+    for s in ("silver", "kpi", "gold"):
+        con.execute(f"CREATE SCHEMA {s}")
+    for t, files in silver.items():
+        con.execute(
+            f"CREATE VIEW silver.\"{t}\" AS SELECT * FROM read_parquet({files!r}, "
+            "hive_partitioning = true, union_by_name = true)"
+        )
+    for v in views:
+        con.execute(v)
+    return con
