@@ -17,6 +17,7 @@
 //! Table I/O goes through `object_store` only, so the same code serves `file://` and `s3://`.
 
 pub mod error;
+pub mod int_text;
 pub mod logstore;
 pub mod query;
 pub mod settle;

@@ -748,8 +748,12 @@ pub async fn replace_partition(
         table: id.to_string(),
         source,
     };
+    // Like streaming commits, a partition's replacement leaves the clean-up of expired log
+    // files to maintenance's checkpoints: delta-rs lists the whole log after each commit for
+    // it, 2–3 ms of a 10–30 ms commit of a build (BENCHMARKS.md, issue 5, twentieth session).
     let commit = CommitProperties::default()
         .with_metadata(metadata)
+        .with_cleanup_expired_logs(Some(false))
         .with_max_retries(10);
     let builder = match lake.load(id).await? {
         Some(table) => table
