@@ -549,12 +549,16 @@ impl Runner {
         if batches.is_empty() {
             batches.push(empty);
         }
+        // A daily job's partitions are whole days of its date column.
+        let days: Option<Vec<NaiveDate>> =
+            (job.granularity == Granularity::Day).then(|| parts.iter().map(|p| p.date).collect());
         let version = gamelake_lake::sink::replace_partition(
             &self.lake,
             &target,
             batches,
             &partition_columns(job),
             &replace_predicate(job, parts),
+            days.as_deref(),
             [
                 ("gamelake.job".to_string(), job.name.clone().into()),
                 ("gamelake.partition".to_string(), label.into()),
@@ -585,6 +589,7 @@ impl Runner {
             vec![empty],
             &partition_columns,
             "false",
+            None,
             [("gamelake.job".to_string(), job.name.clone().into())],
         )
         .await?;

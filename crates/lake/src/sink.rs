@@ -45,8 +45,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deltalake::arrow::array::{Array, BooleanArray, Date32Array, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::kernel::transaction::{CommitData, CommitProperties, TransactionError};
+use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitData, CommitProperties, TransactionError,
+};
 use deltalake::kernel::{Action, Protocol, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStoreRef};
 use deltalake::operations::write::SchemaMode;
@@ -57,7 +59,7 @@ use deltalake::parquet::file::properties::{
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::{BlindDeltaTable, DeltaTableError};
+use deltalake::{BlindDeltaTable, DeltaTable, DeltaTableError};
 
 use crate::unify::{adds_columns, conform, merged_schema};
 use crate::{Lake, LakeError, TableId};
@@ -736,12 +738,19 @@ fn by_partition(batches: &[RecordBatch], column: &str) -> Option<Vec<(i32, Recor
 /// by `partition_columns` if needed. Rows outside the predicate make the commit fail. Returns
 /// the new version; the lake keeps the table at it, so the next load of the table (the next
 /// partition's commit, a query of it) reads nothing it wrote again.
+///
+/// `days`, when given, says that the predicate is `<partition column> IN (days)` of a table
+/// partitioned by that date alone (a daily job's): if the table exists and the rows fit its
+/// schema, the replacement is written here ([`replace_days`]) instead of by delta-rs's write
+/// with `replaceWhere`, which plans and runs a DataFusion query over the rows and lists the
+/// whole log after the commit.
 pub async fn replace_partition(
     lake: &Lake,
     id: &TableId,
     batches: Vec<RecordBatch>,
     partition_columns: &[String],
     predicate: &str,
+    days: Option<&[chrono::NaiveDate]>,
     metadata: impl IntoIterator<Item = (String, serde_json::Value)>,
 ) -> Result<u64, LakeError> {
     let delta = |source| LakeError::Delta {
@@ -749,13 +758,22 @@ pub async fn replace_partition(
         source,
     };
     // Like streaming commits, a partition's replacement leaves the clean-up of expired log
-    // files to maintenance's checkpoints: delta-rs lists the whole log after each commit for
-    // it, 2–3 ms of a 10–30 ms commit of a build (BENCHMARKS.md, issue 5, twentieth session).
+    // files to maintenance's checkpoints.
     let commit = CommitProperties::default()
         .with_metadata(metadata)
         .with_cleanup_expired_logs(Some(false))
         .with_max_retries(10);
-    let builder = match lake.load(id).await? {
+    let loaded = lake.load(id).await?;
+    if let (Some(table), Some(days), [column]) = (&loaded, days, partition_columns) {
+        if let Some(parts) = days_to_write(table, &batches, column, days) {
+            let table = replace_days(table, column, parts, days, predicate, commit)
+                .await
+                .map_err(delta)?;
+            lake.remember(id, &table);
+            return Ok(table.version().unwrap_or(0));
+        }
+    }
+    let builder = match loaded {
         Some(table) => table
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
@@ -773,6 +791,109 @@ pub async fn replace_partition(
         .map_err(delta)?;
     lake.remember(id, &table);
     Ok(table.version().unwrap_or(0))
+}
+
+/// `batches` by day, if [`replace_days`] can write them into `table`: the table is partitioned
+/// by `column` alone, every row's day is one of `days`, and the batches have the table's
+/// columns in its order with its types (text as `Utf8` or `Utf8View`). Otherwise `None`, and
+/// delta-rs's write merges the schema or refuses rows outside the predicate.
+fn days_to_write(
+    table: &DeltaTable,
+    batches: &[RecordBatch],
+    column: &str,
+    days: &[chrono::NaiveDate],
+) -> Option<Vec<(i32, RecordBatch)>> {
+    let snapshot = table.snapshot().ok()?;
+    let partitioned_by = snapshot.metadata().partition_columns();
+    if partitioned_by.len() != 1 || partitioned_by[0] != column {
+        return None;
+    }
+    let schema = snapshot.snapshot().arrow_schema();
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+    let fits = |batch: &RecordBatch| {
+        let fields = batch.schema_ref().fields().clone();
+        fields.len() == schema.fields().len()
+            && fields.iter().zip(schema.fields()).all(|(f, t)| {
+                f.name() == t.name()
+                    && (f.data_type() == t.data_type()
+                        || text(f.data_type()) && text(t.data_type()))
+            })
+    };
+    if !batches.iter().all(fits) {
+        return None;
+    }
+    // In the table's types: the writer takes `Utf8` for a `Utf8View` column as a mismatch.
+    let batches: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| match c.data_type() == f.data_type() {
+                    true => Ok(c.clone()),
+                    false => deltalake::arrow::compute::cast(c, f.data_type()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            RecordBatch::try_new(schema.clone(), columns).ok()
+        })
+        .collect::<Option<_>>()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch is a date");
+    let allowed: Vec<i32> = days
+        .iter()
+        .map(|d| (*d - epoch).num_days() as i32)
+        .collect();
+    let parts = by_partition(&batches, column)?;
+    parts
+        .iter()
+        .all(|(day, _)| allowed.contains(day))
+        .then_some(parts)
+}
+
+/// One commit that removes every file of `days` and adds the files of `parts` (rows of those
+/// days), as delta-rs's write with `replaceWhere` on the partition column does: the operation
+/// is an overwrite with `predicate`, so the conflict checker sees what it read. Ingest-sized
+/// Parquet settings ([`writer_properties`]): a build's rows are a few MB.
+async fn replace_days(
+    table: &DeltaTable,
+    column: &str,
+    parts: Vec<(i32, RecordBatch)>,
+    days: &[chrono::NaiveDate],
+    predicate: &str,
+    commit: CommitProperties,
+) -> Result<DeltaTable, DeltaTableError> {
+    let mut writer =
+        RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
+    write_days(&mut writer, column, parts).await?;
+    let mut actions: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
+    let snapshot = table.snapshot()?;
+    let replaced: Vec<String> = days.iter().map(|d| d.to_string()).collect();
+    actions.extend(
+        snapshot
+            .log_data()
+            .iter()
+            .filter(|f| {
+                f.partition_values_map()
+                    .get(column)
+                    .and_then(|v| v.as_deref())
+                    .is_some_and(|v| replaced.iter().any(|d| d == v))
+            })
+            .map(|f| Action::Remove(f.remove_action(true))),
+    );
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Overwrite,
+        partition_by: Some(vec![column.to_string()]),
+        predicate: Some(predicate.to_string()),
+    };
+    let finalized = CommitBuilder::from(commit)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    let mut table = table.clone();
+    table.state = Some(finalized.snapshot());
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -1015,6 +1136,149 @@ mod tests {
             .await
             .unwrap();
         deltalake::arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A day's replacement: its files go and the new rows come in one overwrite commit with the
+    /// predicate, other days stay; a day replaced by no rows is empty; rows outside the days and
+    /// a new column take delta-rs's write (which refuses the first and merges the second).
+    #[tokio::test]
+    async fn replaced_days_swap_their_files_and_nothing_else() {
+        use deltalake::arrow::array::StringViewArray;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let id = TableId::new("gold", "d");
+        let day = |n: i64| {
+            chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Days::new(n as u64)
+        };
+        let rows = |days: &[i32], a: &[i64], text: bool| {
+            let mut b = batch(days, &[("a", a.to_vec())]);
+            if text {
+                // Text as a query gives it (Utf8View), where the table has Utf8.
+                let s: Vec<String> = a.iter().map(|v| format!("s{v}")).collect();
+                let mut fields = b.schema().fields().to_vec();
+                fields.push(Arc::new(Field::new("s", DataType::Utf8View, true)));
+                let mut columns = b.columns().to_vec();
+                columns.push(Arc::new(StringViewArray::from_iter_values(s)));
+                b = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+            }
+            b
+        };
+        let replace = |batches: Vec<RecordBatch>, days: Vec<i64>| {
+            let lake = lake.clone();
+            let id = id.clone();
+            async move {
+                let days: Vec<_> = days.into_iter().map(day).collect();
+                let list: Vec<String> = days.iter().map(|d| format!("'{d}'")).collect();
+                replace_partition(
+                    &lake,
+                    &id,
+                    batches,
+                    &["event_date".to_string()],
+                    &format!("event_date IN ({})", list.join(", ")),
+                    Some(&days),
+                    [("gamelake.job".to_string(), "d".into())],
+                )
+                .await
+            }
+        };
+        // Created by delta-rs's write; then days 5 and 6 replaced here.
+        replace(
+            vec![rows(&[5, 5, 6, 7], &[1, 2, 3, 4], true)],
+            vec![5, 6, 7],
+        )
+        .await
+        .unwrap();
+        let files_of = |lake: Lake, d: &'static str| async move {
+            lake.files(&TableId::new("gold", "d"))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|f| f.partition.get("event_date") == Some(&Some(d.to_string())))
+                .map(|f| f.path)
+                .collect::<Vec<_>>()
+        };
+        let day7 = files_of(lake.clone(), "1970-01-08").await;
+        let v = replace(
+            vec![rows(&[5, 6], &[10, 20], true), rows(&[5], &[30], true)],
+            vec![5, 6],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            count_and_sum(&lake, "gold.d").await,
+            count_and_sum_text(3 + 1, 60 + 4)
+        );
+        assert_eq!(
+            files_of(lake.clone(), "1970-01-08").await,
+            day7,
+            "day 7 untouched"
+        );
+        let table = lake.load(&id).await.unwrap().unwrap();
+        assert_eq!(table.version(), Some(v));
+        let history: Vec<_> = futures::StreamExt::collect::<Vec<_>>(table.history(Some(1)))
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let last = &history[0];
+        assert_eq!(last.operation.as_deref(), Some("WRITE"));
+        let params = last.operation_parameters.as_ref().unwrap();
+        assert_eq!(params["mode"], "Overwrite");
+        assert!(
+            params["predicate"].as_str().unwrap().contains("1970-01-06"),
+            "{params:?}"
+        );
+        // Day 6 replaced by nothing: its rows are gone.
+        replace(vec![], vec![6]).await.unwrap();
+        assert_eq!(
+            count_and_sum(&lake, "gold.d").await,
+            count_and_sum_text(2 + 1, 40 + 4)
+        );
+        assert!(files_of(lake.clone(), "1970-01-07").await.is_empty());
+        // A row of day 7 in a replacement of day 5: refused, nothing changes.
+        let err = replace(vec![rows(&[5, 7], &[1, 1], true)], vec![5])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("failed validation"), "{err}");
+        assert_eq!(
+            count_and_sum(&lake, "gold.d").await,
+            count_and_sum_text(3, 44)
+        );
+        // A new column: merged by delta-rs's write.
+        let mut wide = rows(&[5], &[100], true);
+        let mut fields = wide.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("b", DataType::Int64, true)));
+        let mut columns = wide.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(vec![9])));
+        wide = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        replace(vec![wide], vec![5]).await.unwrap();
+        assert_eq!(
+            count_and_sum(&lake, "gold.d").await,
+            count_and_sum_text(2, 104)
+        );
+        assert!(lake
+            .columns(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .contains(&"b".to_string()));
+    }
+
+    fn count_and_sum_text(n: i64, s: i64) -> String {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Int64, false),
+                Field::new("s", DataType::Int64, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![n])),
+                Arc::new(Int64Array::from(vec![s])),
+            ],
+        )
+        .unwrap();
+        deltalake::arrow::util::pretty::pretty_format_batches(&[batch])
             .unwrap()
             .to_string()
     }
