@@ -16,6 +16,7 @@
 //!
 //! Table I/O goes through `object_store` only, so the same code serves `file://` and `s3://`.
 
+pub mod distinct_text;
 pub mod error;
 pub mod int_text;
 pub mod logstore;

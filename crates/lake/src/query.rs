@@ -61,6 +61,7 @@ impl QueryEngine {
             }
         };
         ctx.add_optimizer_rule(Arc::new(crate::int_text::IntTextRule::default()));
+        ctx.add_optimizer_rule(Arc::new(crate::distinct_text::DistinctTextRule::default()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas = Vec::new();
         for name in STORED_SCHEMAS {
