@@ -6,7 +6,7 @@
 //! accounts in four breakdowns: 130 ms of a day's CPU against DuckDB's 48 ms (BENCHMARKS.md,
 //! issue 5, twentieth session).
 //!
-//! [`DistinctTextRule`], an optimizer rule of every gamelake session, replaces
+//! [`crate::int_text::TextRule`], an optimizer rule of every gamelake session, replaces
 //! `count(DISTINCT x)` of a `Utf8View` in a grouped aggregation by `count_distinct_text(x)`,
 //! whose [`DistinctTextGroups`] keeps every (group, value) pair in one table: a value of up to
 //! 12 bytes is its own 16-byte view, a longer one a view into an arena of the bytes. The
@@ -20,18 +20,15 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef};
-use deltalake::datafusion::common::tree_node::{Transformed, TreeNode};
 use deltalake::datafusion::common::{DFSchema, Result, ScalarValue};
 use deltalake::datafusion::functions_aggregate::count::count_udaf;
 use deltalake::datafusion::logical_expr::expr::AggregateFunction;
-use deltalake::datafusion::logical_expr::expr_rewriter::NamePreserver;
 use deltalake::datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use deltalake::datafusion::logical_expr::utils::{format_state_name, merge_schema};
+use deltalake::datafusion::logical_expr::utils::format_state_name;
 use deltalake::datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, ExprSchemable, GroupsAccumulator,
-    LogicalPlan, Signature, Volatility,
+    Signature, Volatility,
 };
-use deltalake::datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use hashbrown::HashTable;
 
 /// `count_distinct_text(x)`: the number of distinct non-null `x` (`Utf8View`) per group.
@@ -363,77 +360,33 @@ impl GroupsAccumulator for DistinctTextGroups {
     }
 }
 
-/// The optimizer rule that puts `count_distinct_text` in place of `count(DISTINCT x)` of a
-/// `Utf8View` in grouped aggregations.
-#[derive(Debug)]
-pub struct DistinctTextRule {
-    udaf: Arc<AggregateUDF>,
-}
-
-impl Default for DistinctTextRule {
-    fn default() -> Self {
-        Self {
-            udaf: Arc::new(AggregateUDF::new_from_impl(DistinctText::default())),
-        }
-    }
-}
-
-impl OptimizerRule for DistinctTextRule {
-    fn name(&self) -> &str {
-        "gamelake_distinct_text"
-    }
-
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
-        if aggregate.group_expr.is_empty() {
-            return Ok(Transformed::no(plan));
-        }
-        let schema: DFSchema = merge_schema(&plan.inputs());
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            let rewritten = expr.transform_up(|e| self.replace(e, &schema))?;
-            Ok(rewritten.update_data(|e| name.restore(e)))
-        })
-    }
-}
-
-impl DistinctTextRule {
-    fn replace(&self, e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
-        let Expr::AggregateFunction(AggregateFunction { func, params }) = &e else {
-            return Ok(Transformed::no(e));
-        };
-        let plain = params.distinct
-            && func.name() == "count"
-            && params.filter.is_none()
-            && params.order_by.is_empty();
-        let [arg] = params.args.as_slice() else {
-            return Ok(Transformed::no(e));
-        };
-        if !plain || arg.get_type(schema).ok() != Some(DataType::Utf8View) {
-            return Ok(Transformed::no(e));
-        }
-        Ok(Transformed::yes(Expr::AggregateFunction(
-            AggregateFunction::new_udf(
-                self.udaf.clone(),
-                vec![arg.clone()],
-                false,
-                None,
-                vec![],
-                None,
-            ),
-        )))
-    }
+/// `count_distinct_text(x)` for `count(DISTINCT x)` of a `Utf8View` (no filter, no order),
+/// for [`crate::int_text::TextRule`] in grouped aggregations.
+pub(crate) fn count_distinct_text(
+    e: &Expr,
+    schema: &DFSchema,
+    udaf: &Arc<AggregateUDF>,
+) -> Option<Expr> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
+        return None;
+    };
+    let plain = params.distinct
+        && func.name() == "count"
+        && params.filter.is_none()
+        && params.order_by.is_empty();
+    let [arg] = params.args.as_slice() else {
+        return None;
+    };
+    (plain && arg.get_type(schema).ok() == Some(DataType::Utf8View)).then(|| {
+        Expr::AggregateFunction(AggregateFunction::new_udf(
+            udaf.clone(),
+            vec![arg.clone()],
+            false,
+            None,
+            vec![],
+            None,
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -441,7 +394,6 @@ mod tests {
     use super::*;
     use deltalake::arrow::array::{Int64Array as Ints, RecordBatch};
     use deltalake::arrow::datatypes::Schema;
-    use deltalake::arrow::util::pretty::pretty_format_batches;
     use deltalake::datafusion::datasource::MemTable;
     use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -518,7 +470,7 @@ mod tests {
     async fn session(rule: bool) -> SessionContext {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
         if rule {
-            ctx.add_optimizer_rule(Arc::new(DistinctTextRule::default()));
+            ctx.add_optimizer_rule(Arc::new(crate::int_text::TextRule::default()));
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", DataType::Utf8View, true),
@@ -570,19 +522,7 @@ mod tests {
         ];
         let (plain, ours) = (session(false).await, session(true).await);
         for (i, sql) in queries.iter().enumerate() {
-            let expected = plain.sql(sql).await.unwrap().collect().await.unwrap();
-            let df = ours.sql(sql).await.unwrap();
-            let plan = format!(
-                "{}",
-                df.clone().into_optimized_plan().unwrap().display_indent()
-            );
-            let got = df.collect().await.unwrap();
-            assert_eq!(
-                pretty_format_batches(&got).unwrap().to_string(),
-                pretty_format_batches(&expected).unwrap().to_string(),
-                "{sql}"
-            );
-            assert_eq!(got[0].schema(), expected[0].schema(), "{sql}");
+            let plan = crate::int_text::tests::same_answers(&plain, &ours, sql).await;
             assert_eq!(plan.contains("count_distinct_text"), i < 2, "{sql}: {plan}");
         }
     }

@@ -12,7 +12,7 @@
 //! for each branch, evaluates each on its rows and merges them back, copying every string view
 //! three times, another 40 % of the projection.
 //!
-//! [`IntTextRule`], a logical optimizer rule of every gamelake session, replaces
+//! [`TextRule`], a logical optimizer rule of every gamelake session, replaces
 //! - `CAST(<integer> AS Utf8 | Utf8View)` by [`IntText`], which writes the same decimal digits
 //!   with `itoa` straight into the array;
 //! - `CASE WHEN a IS NOT NULL THEN a ELSE b END` over `Utf8View` by [`TextOr`], which picks
@@ -36,8 +36,8 @@ use deltalake::datafusion::logical_expr::expr::{Case, Cast, ScalarFunction};
 use deltalake::datafusion::logical_expr::expr_rewriter::NamePreserver;
 use deltalake::datafusion::logical_expr::utils::merge_schema;
 use deltalake::datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    AggregateUDF, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use deltalake::datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
@@ -291,28 +291,33 @@ pub fn text_or(a: &StringViewArray, b: &StringViewArray) -> Result<ArrayRef> {
     Ok(Arc::new(texts))
 }
 
-/// The optimizer rule that puts [`IntText`] in place of integer-to-text casts and [`TextOr`]
-/// in place of `coalesce` of two texts.
+/// The optimizer rule that puts [`IntText`] in place of integer-to-text casts, [`TextOr`] in
+/// place of `coalesce` of two texts, and `count_distinct_text` in place of `count(DISTINCT …)`
+/// of a text in grouped aggregations ([`crate::distinct_text`]).
 #[derive(Debug)]
-pub struct IntTextRule {
+pub struct TextRule {
     text: Arc<ScalarUDF>,
     view: Arc<ScalarUDF>,
     or: Arc<ScalarUDF>,
+    distinct: Arc<AggregateUDF>,
 }
 
-impl Default for IntTextRule {
+impl Default for TextRule {
     fn default() -> Self {
         Self {
             text: Arc::new(ScalarUDF::new_from_impl(IntText::new(false))),
             view: Arc::new(ScalarUDF::new_from_impl(IntText::new(true))),
             or: Arc::new(ScalarUDF::new_from_impl(TextOr::default())),
+            distinct: Arc::new(AggregateUDF::new_from_impl(
+                crate::distinct_text::DistinctText::default(),
+            )),
         }
     }
 }
 
-impl OptimizerRule for IntTextRule {
+impl OptimizerRule for TextRule {
     fn name(&self) -> &str {
-        "gamelake_int_text"
+        "gamelake_text"
     }
 
     fn apply_order(&self) -> Option<ApplyOrder> {
@@ -324,22 +329,40 @@ impl OptimizerRule for IntTextRule {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        // The expressions of a node are over its inputs' columns (a scan's pushed filters are
-        // left as they are).
-        if plan.inputs().is_empty() {
-            return Ok(Transformed::no(plan));
-        }
-        let schema: DFSchema = merge_schema(&plan.inputs());
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            let rewritten = expr.transform_up(|e| self.replace(e, &schema))?;
-            Ok(rewritten.update_data(|e| name.restore(e)))
+        let grouped = matches!(&plan, LogicalPlan::Aggregate(a) if !a.group_expr.is_empty());
+        rewrite_expressions(plan, |e, schema| {
+            if grouped {
+                if let Some(counted) =
+                    crate::distinct_text::count_distinct_text(&e, schema, &self.distinct)
+                {
+                    return Ok(Transformed::yes(counted));
+                }
+            }
+            self.replace(e, schema)
         })
     }
 }
 
-impl IntTextRule {
+/// `plan` with `replace` applied to every expression of the node, bottom up, each seen with
+/// the node's input columns; the node's output names stay as they were. A node without inputs
+/// (a scan, whose pushed filters are left as they are) is returned as it is.
+pub(crate) fn rewrite_expressions(
+    plan: LogicalPlan,
+    replace: impl Fn(Expr, &DFSchema) -> Result<Transformed<Expr>>,
+) -> Result<Transformed<LogicalPlan>> {
+    if plan.inputs().is_empty() {
+        return Ok(Transformed::no(plan));
+    }
+    let schema: DFSchema = merge_schema(&plan.inputs());
+    let names = NamePreserver::new(&plan);
+    plan.map_expressions(|expr| {
+        let name = names.save(&expr);
+        let rewritten = expr.transform_up(|e| replace(e, &schema))?;
+        Ok(rewritten.update_data(|e| name.restore(e)))
+    })
+}
+
+impl TextRule {
     fn replace(&self, e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         if let Expr::Case(case) = &e {
             return Ok(match self.text_or(case, schema) {
@@ -398,7 +421,7 @@ impl IntTextRule {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use deltalake::arrow::array::{Int32Array, Int64Array, Int8Array, RecordBatch, UInt64Array};
     use deltalake::arrow::compute::cast;
@@ -494,7 +517,7 @@ mod tests {
     async fn session(rule: bool) -> SessionContext {
         let ctx = SessionContext::new();
         if rule {
-            ctx.add_optimizer_rule(Arc::new(IntTextRule::default()));
+            ctx.add_optimizer_rule(Arc::new(TextRule::default()));
         }
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
@@ -519,6 +542,29 @@ mod tests {
         ctx
     }
 
+    /// The optimized plan of `sql` in `ours`, after checking that `ours` answers it with the
+    /// same rows and schema as `plain`.
+    pub(crate) async fn same_answers(
+        plain: &SessionContext,
+        ours: &SessionContext,
+        sql: &str,
+    ) -> String {
+        let expected = plain.sql(sql).await.unwrap().collect().await.unwrap();
+        let df = ours.sql(sql).await.unwrap();
+        let plan = format!(
+            "{}",
+            df.clone().into_optimized_plan().unwrap().display_indent()
+        );
+        let got = df.collect().await.unwrap();
+        assert_eq!(
+            pretty_format_batches(&got).unwrap().to_string(),
+            pretty_format_batches(&expected).unwrap().to_string(),
+            "{sql}"
+        );
+        assert_eq!(got[0].schema(), expected[0].schema(), "{sql}");
+        plan
+    }
+
     #[tokio::test]
     async fn queries_answer_the_same_with_the_casts_replaced() {
         let queries = [
@@ -530,19 +576,7 @@ mod tests {
         ];
         let (plain, ours) = (session(false).await, session(true).await);
         for sql in queries {
-            let expected = plain.sql(sql).await.unwrap().collect().await.unwrap();
-            let df = ours.sql(sql).await.unwrap();
-            let plan = format!(
-                "{}",
-                df.clone().into_optimized_plan().unwrap().display_indent()
-            );
-            let got = df.collect().await.unwrap();
-            assert_eq!(
-                pretty_format_batches(&got).unwrap().to_string(),
-                pretty_format_batches(&expected).unwrap().to_string(),
-                "{sql}"
-            );
-            assert_eq!(got[0].schema(), expected[0].schema(), "{sql}");
+            let plan = same_answers(&plain, &ours, sql).await;
             // Casts of integers to text are gone; those of a float and of text stay.
             let floats = sql.contains("DOUBLE");
             assert_eq!(

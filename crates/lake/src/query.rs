@@ -60,8 +60,7 @@ impl QueryEngine {
                 SessionContext::new_with_config_rt(config, runtime)
             }
         };
-        ctx.add_optimizer_rule(Arc::new(crate::int_text::IntTextRule::default()));
-        ctx.add_optimizer_rule(Arc::new(crate::distinct_text::DistinctTextRule::default()));
+        ctx.add_optimizer_rule(Arc::new(crate::int_text::TextRule::default()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schemas = Vec::new();
         for name in STORED_SCHEMAS {
