@@ -795,7 +795,7 @@ pub async fn replace_partition(
 
 /// `batches` by day, if [`replace_days`] can write them into `table`: the table is partitioned
 /// by `column` alone, every row's day is one of `days`, and the batches have the table's
-/// columns in its order with its types (text as `Utf8` or `Utf8View`). Otherwise `None`, and
+/// columns, in any order, with its types (text as `Utf8` or `Utf8View`). Otherwise `None`, and
 /// delta-rs's write merges the schema or refuses rows outside the predicate.
 fn days_to_write(
     table: &DeltaTable,
@@ -808,35 +808,32 @@ fn days_to_write(
     if partitioned_by.len() != 1 || partitioned_by[0] != column {
         return None;
     }
+    // delta-rs's arrow schema puts the partition column last; a job's rows name it anywhere.
     let schema = snapshot.snapshot().arrow_schema();
     let text =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
-    let fits = |batch: &RecordBatch| {
-        let fields = batch.schema_ref().fields().clone();
-        fields.len() == schema.fields().len()
-            && fields.iter().zip(schema.fields()).all(|(f, t)| {
-                f.name() == t.name()
-                    && (f.data_type() == t.data_type()
-                        || text(f.data_type()) && text(t.data_type()))
-            })
-    };
-    if !batches.iter().all(fits) {
-        return None;
-    }
-    // In the table's types: the writer takes `Utf8` for a `Utf8View` column as a mismatch.
+    // Each batch's columns in the table's order and types (the writer takes `Utf8View` for a
+    // `Utf8` column as a mismatch); `None` for a missing or extra column or another type.
     let batches: Vec<RecordBatch> = batches
         .iter()
         .map(|b| {
-            let columns = b
-                .columns()
+            if b.num_columns() != schema.fields().len() {
+                return None;
+            }
+            let columns = schema
+                .fields()
                 .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| match c.data_type() == f.data_type() {
-                    true => Ok(c.clone()),
-                    false => deltalake::arrow::compute::cast(c, f.data_type()),
+                .map(|f| {
+                    let c = b.column_by_name(f.name())?;
+                    match (c.data_type(), f.data_type()) {
+                        (have, want) if have == want => Some(c.clone()),
+                        (have, want) if text(have) && text(want) => {
+                            deltalake::arrow::compute::cast(c, want).ok()
+                        }
+                        _ => None,
+                    }
                 })
-                .collect::<Result<Vec<_>, _>>()
-                .ok()?;
+                .collect::<Option<Vec<_>>>()?;
             RecordBatch::try_new(schema.clone(), columns).ok()
         })
         .collect::<Option<_>>()?;
@@ -1230,6 +1227,17 @@ mod tests {
             params["predicate"].as_str().unwrap().contains("1970-01-06"),
             "{params:?}"
         );
+        // Columns in another order than the table's: taken by name.
+        let turned = rows(&[5], &[7], true);
+        let turned = turned.project(&[2, 1, 0]).unwrap();
+        replace(vec![turned], vec![5]).await.unwrap();
+        assert_eq!(
+            count_and_sum(&lake, "gold.d").await,
+            count_and_sum_text(1 + 1 + 1, 7 + 20 + 4)
+        );
+        replace(vec![rows(&[5, 5], &[10, 30], true)], vec![5])
+            .await
+            .unwrap();
         // Day 6 replaced by nothing: its rows are gone.
         replace(vec![], vec![6]).await.unwrap();
         assert_eq!(
