@@ -279,9 +279,15 @@ impl GroupsAccumulator for DistinctTextGroups {
             views[*at] = view;
             *at += 1;
         }
-        let buffers = match self.arena.is_empty() {
+        // The arena goes with the state when every group does; otherwise the kept groups
+        // still need it.
+        let arena = match emit_to {
+            EmitTo::All => std::mem::take(&mut self.arena),
+            EmitTo::First(_) => self.arena.clone(),
+        };
+        let buffers = match arena.is_empty() {
             true => vec![],
-            false => vec![Buffer::from_vec(self.arena.clone())],
+            false => vec![Buffer::from_vec(arena)],
         };
         // SAFETY: each view is a valid view's copy (inline) or `make_view` of bytes copied
         // from a valid string array into the arena, which is buffer 0.

@@ -16,10 +16,12 @@
 //! - `CAST(<integer> AS Utf8 | Utf8View)` by [`IntText`], which writes the same decimal digits
 //!   with `itoa` straight into the array;
 //! - `CASE WHEN a IS NOT NULL THEN a ELSE b END` over `Utf8View` by [`TextOr`], which picks
-//!   each row's view from `a` or `b` in one pass.
+//!   each row's view from `a` or `b` in one pass;
+//! - `count(DISTINCT x)` of a `Utf8View` in a grouped aggregation by `count_distinct_text(x)`
+//!   ([`crate::distinct_text`]).
 //!
-//! The SQL, the column names and the values stay the same; the plan shows `int_text(...)` and
-//! `text_or(...)` where the cast and the `CASE` were.
+//! The SQL, the column names and the values stay the same; the plan shows `int_text(...)`,
+//! `text_or(...)` and `count_distinct_text(...)` where the cast, the `CASE` and the count were.
 
 use std::sync::Arc;
 
@@ -91,16 +93,30 @@ impl ScalarUDFImpl for IntText {
         let [arg] = args.args.as_slice() else {
             return exec_err!("{} takes one argument", self.name());
         };
-        let scalar = matches!(arg, ColumnarValue::Scalar(_));
-        let array = arg.to_array(args.number_rows)?;
-        let out = int_text(&array, self.view)?;
-        Ok(match scalar {
-            true => ColumnarValue::Scalar(
-                deltalake::datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-            ),
-            false => ColumnarValue::Array(out),
+        on_arrays(std::slice::from_ref(arg), args.number_rows, |a| {
+            int_text(&a[0], self.view)
         })
     }
+}
+
+/// `f` over `args` as arrays of `rows` rows; a scalar again when every argument was one.
+fn on_arrays(
+    args: &[ColumnarValue],
+    rows: usize,
+    f: impl FnOnce(&[ArrayRef]) -> Result<ArrayRef>,
+) -> Result<ColumnarValue> {
+    let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let arrays = args
+        .iter()
+        .map(|a| a.to_array(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let out = f(&arrays)?;
+    Ok(match scalar {
+        true => ColumnarValue::Scalar(deltalake::datafusion::common::ScalarValue::try_from_array(
+            &out, 0,
+        )?),
+        false => ColumnarValue::Array(out),
+    })
 }
 
 /// Whether [`int_text`] takes arrays of this type.
@@ -225,20 +241,11 @@ impl ScalarUDFImpl for TextOr {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [a, b] = args.args.as_slice() else {
+        if args.args.len() != 2 {
             return exec_err!("text_or takes two arguments");
-        };
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let (a, b) = (a.to_array(args.number_rows)?, b.to_array(args.number_rows)?);
-        let out = text_or(a.as_string_view(), b.as_string_view())?;
-        Ok(match scalar {
-            true => ColumnarValue::Scalar(
-                deltalake::datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-            ),
-            false => ColumnarValue::Array(out),
+        }
+        on_arrays(&args.args, args.number_rows, |a| {
+            text_or(a[0].as_string_view(), a[1].as_string_view())
         })
     }
 }

@@ -808,7 +808,7 @@ fn days_to_write(
     if partitioned_by.len() != 1 || partitioned_by[0] != column {
         return None;
     }
-    // delta-rs's arrow schema puts the partition column last; a job's rows name it anywhere.
+    // The table's columns in its own order; a job's rows may name them in another.
     let schema = snapshot.snapshot().arrow_schema();
     let text =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
