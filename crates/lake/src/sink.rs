@@ -861,10 +861,21 @@ async fn replace_days(
     predicate: &str,
     commit: CommitProperties,
 ) -> Result<DeltaTable, DeltaTableError> {
-    let mut writer =
-        RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
-    write_days(&mut writer, column, parts).await?;
-    let mut actions: Vec<Action> = writer.flush().await?.into_iter().map(Action::Add).collect();
+    // One writer per day, flushed at once: a writer puts its files one after the other, each
+    // synced to the disk before the next (`crate::settle`), and a build of eight days waited
+    // for eight syncs in turn.
+    let flushes = parts.into_iter().map(|part| async move {
+        let mut writer =
+            RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
+        write_days(&mut writer, column, vec![part]).await?;
+        writer.flush().await
+    });
+    let mut actions: Vec<Action> = futures::future::try_join_all(flushes)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(Action::Add)
+        .collect();
     let snapshot = table.snapshot()?;
     let replaced: Vec<String> = days.iter().map(|d| d.to_string()).collect();
     actions.extend(
