@@ -689,8 +689,9 @@ impl Runner {
             return;
         }
         // The target's log is read while the first partitions are queried, not when their
-        // commit needs it: a CLI backfill loads it for the first time, and a table with many
-        // commits since its checkpoint took 10–40 ms to read.
+        // commit needs it: a CLI backfill loads it for the first time, and that load was about
+        // 12 ms of revenue's 21 ms commit (17 commits since no checkpoint; BENCHMARKS.md,
+        // issue 5, twenty-first session). A server's runs find it loaded and list the log.
         let mut target_loaded = {
             let (lake, target) = (self.lake.clone(), job.target());
             Some(tokio::spawn(async move { lake.load(&target).await }))
