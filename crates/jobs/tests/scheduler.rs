@@ -890,3 +890,69 @@ async fn a_snapshot_counts_silver_rows_at_the_snapshot_and_gold_rows_as_they_are
     let fresh = f.runner.frozen().await.unwrap();
     assert_eq!(total(&fresh.source_rows(&job).await.unwrap()), 6);
 }
+
+#[tokio::test]
+async fn a_batched_build_counts_the_silver_rows_its_query_read_at_the_snapshot() {
+    // `silver.*`: the silver tables the SQL reads, here `silver.login` and not `silver.logout`.
+    let mut f = fixture(
+        &[(
+            "daily_logins",
+            "-- depends_on: silver.*\n\
+             SELECT :date AS event_date, count(*) AS logins FROM silver.login WHERE event_date = :date",
+        )],
+        &["daily_logins"],
+    )
+    .await;
+    let job = f.jobs.get("daily_logins").unwrap().clone();
+    logins(
+        &mut f.sink,
+        &[1, 2],
+        "2026-11-01T01:00:00Z",
+        "2026-11-01",
+        1,
+    )
+    .await;
+    let mut logout = DeltaSink::open(&f.lake, TableId::new("silver", "logout"), "event_date")
+        .await
+        .unwrap();
+    events(
+        &mut logout,
+        "logout",
+        &[1, 2, 3],
+        None,
+        "2026-11-01T02:00:00Z",
+        "2026-11-01",
+        1,
+    )
+    .await;
+    let frozen = f.runner.frozen().await.unwrap();
+    // A login after the snapshot is neither built nor counted by this build.
+    logins(&mut f.sink, &[3], "2026-11-01T03:00:00Z", "2026-11-01", 2).await;
+    let p = Partition::parse("2026-11-01").unwrap();
+    let mut done = Vec::new();
+    frozen
+        .run_batched(
+            &job,
+            &[p],
+            Trigger::Backfill,
+            || utc("2026-11-05T00:00:00Z"),
+            false,
+            |r| done.push(r.clone()),
+        )
+        .await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].status, RunStatus::Succeeded, "{done:?}");
+    assert_eq!(
+        scalar(&f.lake, "SELECT logins FROM gold.daily_logins").await,
+        "2"
+    );
+    assert_eq!(done[0].input_rows, Some(2), "{done:?}");
+    assert_eq!(
+        frozen.source_tables(&job).await.unwrap(),
+        [TableId::new("silver", "login")]
+    );
+    // The next snapshot counts the third login: more than the build saw, so it is late data.
+    let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    let fresh = f.runner.frozen().await.unwrap();
+    assert_eq!(fresh.source_rows(&job).await.unwrap()[&day].total, 3);
+}
