@@ -720,11 +720,13 @@ impl Runner {
         };
         let mut pending: Vec<(RunRecord, Instant, Partition, Queried)> = Vec::new();
         let mut again: Vec<Partition> = Vec::new();
+        let shared = Arc::new((self.clone(), job.clone()));
         // Two partitions are queried at a time (one plans while the other scans), committed
         // in order.
         let queries = futures::stream::iter(parts.iter().copied())
             .map(|p| {
                 let now = &now;
+                let shared = shared.clone();
                 async move {
                     // Counted after the query when it may be: the first partition's query
                     // then finds the silver tables the job reads (`silver.*`) from its own
@@ -735,11 +737,21 @@ impl Runner {
                         false => self.begin(job, p, trigger, 1, now).await,
                     };
                     let today = now().with_timezone(&job.time_zone).date_naive();
-                    let queried =
-                        match tokio::time::timeout(job.timeout, self.query(job, p, today)).await {
+                    // Each query in a task of its own: polled here, the two queries' planning
+                    // (a third of revenue's CPU) ran on one thread, and the process used 1.3
+                    // of the 2 cores (BENCHMARKS.md, issue 5, twenty-second session).
+                    let task = AbortOnDrop(tokio::spawn(async move {
+                        let (runner, job) = &*shared;
+                        let query = runner.query(job, p, today);
+                        match tokio::time::timeout(job.timeout, query).await {
                             Ok(q) => q,
                             Err(_) => Err(timed_out(job)),
-                        };
+                        }
+                    }));
+                    let queried = match task.join().await {
+                        Ok(q) => q,
+                        Err(e) => Err(anyhow::anyhow!("the query's task failed: {e}")),
+                    };
                     if after {
                         self.count_input(job, p, &mut record).await;
                     }
@@ -944,6 +956,22 @@ struct Queried {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     rows: u64,
+}
+
+/// A task aborted when its handle is dropped: a batched build dropped mid-way (its caller's
+/// timeout) stops its queries.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A build or commit that ran longer than the job's `timeout`.
