@@ -778,10 +778,18 @@ pub async fn replace_partition(
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(predicate.to_string()),
+        // A new table is checkpointed every 10 commits (Delta's own default; delta-rs's is
+        // 100): a job's table gets a commit per run, and a `gamelake jobs run` reads its log
+        // afresh in each process, so without a server's maintenance it replayed up to 99 JSON
+        // commits a run (BENCHMARKS.md, issue 5, twenty-second session).
         None => lake
             .unloaded(id)?
             .write(batches)
-            .with_save_mode(SaveMode::Append),
+            .with_save_mode(SaveMode::Append)
+            .with_configuration([(
+                "delta.checkpointInterval",
+                Some(GOLD_CHECKPOINT_INTERVAL.to_string()),
+            )]),
     };
     let table = builder
         .with_schema_mode(SchemaMode::Merge)
@@ -792,6 +800,9 @@ pub async fn replace_partition(
     lake.remember(id, &table);
     Ok(table.version().unwrap_or(0))
 }
+
+/// `delta.checkpointInterval` of the tables [`replace_partition`] creates.
+pub const GOLD_CHECKPOINT_INTERVAL: u64 = 10;
 
 /// `batches` by day, if [`replace_days`] can write them into `table`: the table is partitioned
 /// by `column` alone, every row's day is one of `days`, and the batches have the table's
@@ -1283,6 +1294,24 @@ mod tests {
             .unwrap()
             .unwrap()
             .contains(&"b".to_string()));
+        // Checkpointed every 10 commits: version 9 has one, the log is read from it.
+        let interval = |lake: Lake, id: TableId| async move {
+            let table = lake.load(&id).await.unwrap().unwrap();
+            let every = table.snapshot().unwrap().table_config().checkpoint_interval;
+            (table.version().unwrap(), every.map(|n| n.get()))
+        };
+        let (mut version, every) = interval(lake.clone(), id.clone()).await;
+        assert_eq!(every, Some(GOLD_CHECKPOINT_INTERVAL));
+        let checkpoint = dir
+            .path()
+            .join("gold/d/_delta_log/00000000000000000009.checkpoint.parquet");
+        assert!(version < 9 && !checkpoint.exists());
+        while version < 9 {
+            version = replace(vec![rows(&[5], &[version as i64], true)], vec![5])
+                .await
+                .unwrap();
+        }
+        assert!(checkpoint.exists(), "no checkpoint at version 9");
     }
 
     fn count_and_sum_text(n: i64, s: i64) -> String {
