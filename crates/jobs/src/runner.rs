@@ -192,6 +192,18 @@ struct ReadSets {
     jobs: HashMap<String, BTreeSet<String>>,
 }
 
+impl ReadSets {
+    /// Forgets the reads planned over other columns than `columns`.
+    fn keep_for(&mut self, columns: &ColumnMap) {
+        if self.columns != *columns {
+            *self = ReadSets {
+                columns: columns.clone(),
+                jobs: HashMap::new(),
+            };
+        }
+    }
+}
+
 impl Runner {
     pub fn new(lake: Lake, kpi: KpiConfig, memory_limit: Option<usize>, log: RunLog) -> Self {
         Self {
@@ -263,12 +275,7 @@ impl Runner {
             None => Arc::new(self.silver_columns().await?),
         };
         let mut sets = self.reads.lock().await;
-        if sets.columns != columns {
-            *sets = ReadSets {
-                columns: columns.clone(),
-                jobs: HashMap::new(),
-            };
-        }
+        sets.keep_for(&columns);
         if let Some(reads) = sets.jobs.get(&job.sql) {
             return Ok(reads.clone());
         }
@@ -502,12 +509,7 @@ impl Runner {
             // The silver tables the plan scans are the job's reads ([`Runner::silver_reads`]):
             // kept, a batched build's first partition saves planning the job a second time.
             let mut sets = self.reads.lock().await;
-            if sets.columns != *columns {
-                *sets = ReadSets {
-                    columns: columns.clone(),
-                    jobs: HashMap::new(),
-                };
-            }
+            sets.keep_for(columns);
             if !sets.jobs.contains_key(&job.sql) {
                 sets.jobs.insert(job.sql.clone(), silver_scans(&plan)?);
             }
@@ -752,7 +754,9 @@ impl Runner {
                         Ok(q) => q,
                         Err(e) => Err(anyhow::anyhow!("the query's task failed: {e}")),
                     };
-                    if after {
+                    // A failed run's rows are not compared later; counting them would plan
+                    // the failing job again.
+                    if after && queried.is_ok() {
                         self.count_input(job, p, &mut record).await;
                     }
                     (record, started, p, queried)
