@@ -66,6 +66,15 @@ pub struct Lake {
     /// table; one whose directory is removed by hand while the process runs keeps answering
     /// from its last snapshot (and fails on its missing files) until a restart.
     latest: Arc<std::sync::Mutex<std::collections::HashMap<TableId, DeltaTable>>>,
+    /// One gate per table, shared like `latest`: a table not loaded yet (or pinned and not yet
+    /// held) is loaded by one caller at a time, and callers that waited for it then read only
+    /// the log after its snapshot. Queries that start together (a batched build's two, a
+    /// dashboard's panels after a restart) so read a table's checkpoint once, and a pinned
+    /// table is held at one snapshot.
+    loading: Arc<std::sync::Mutex<std::collections::HashMap<TableId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Loads from a checkpoint (or the first commit) so far, for tests.
+    #[cfg(test)]
+    afresh: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Tables of one schema held at the snapshot they were first loaded at.
@@ -104,6 +113,9 @@ impl Lake {
             prefix,
             pinned: None,
             latest: Arc::default(),
+            loading: Arc::default(),
+            #[cfg(test)]
+            afresh: Arc::default(),
         })
     }
 
@@ -193,45 +205,78 @@ impl Lake {
     /// it does not exist yet.
     pub async fn load(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
         let pin = self.pinned.as_ref().filter(|p| p.schema == id.schema);
-        if let Some(p) = pin {
-            if let Some(t) = p.tables.lock().expect("pinned tables").get(&id.name) {
-                return Ok(Some(t.clone()));
+        let held = || {
+            let p = pin?;
+            p.tables
+                .lock()
+                .expect("pinned tables")
+                .get(&id.name)
+                .cloned()
+        };
+        if let Some(t) = held() {
+            return Ok(Some(t));
+        }
+        if pin.is_none() {
+            if let Some(t) = self.update_known(id).await {
+                return Ok(Some(t));
             }
         }
-        let table = self.load_latest(id).await?;
+        let gate = self
+            .loading
+            .lock()
+            .expect("table loads")
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        if let Some(t) = held() {
+            return Ok(Some(t));
+        }
+        let table = match self.update_known(id).await {
+            Some(t) => Some(t),
+            None => self.load_afresh(id).await?,
+        };
         if let (Some(p), Some(t)) = (pin, &table) {
             p.tables
                 .lock()
                 .expect("pinned tables")
-                .entry(id.name.clone())
-                .or_insert_with(|| t.clone());
+                .insert(id.name.clone(), t.clone());
         }
         Ok(table)
     }
 
-    async fn load_latest(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
-        let known = self
+    /// The kept latest snapshot of a table brought up to date by reading the log after it, or
+    /// `None` if none is kept (or the log could not be read on from it).
+    async fn update_known(&self, id: &TableId) -> Option<DeltaTable> {
+        let mut table = self
             .latest
             .lock()
             .expect("latest snapshots")
             .get(id)
-            .cloned();
-        if let Some(mut table) = known {
-            match table.update_incremental(None).await {
-                Ok(()) => {
-                    self.remember(id, &table);
-                    return Ok(Some(table));
-                }
-                // The log could not be read on from there: load the table from its start.
-                Err(e) => {
-                    tracing::debug!(table = %id, error = %e, "updating the last snapshot failed; loading afresh");
-                    self.latest.lock().expect("latest snapshots").remove(id);
-                }
+            .cloned()?;
+        match table.update_incremental(None).await {
+            Ok(()) => {
+                self.remember(id, &table);
+                Some(table)
+            }
+            // The log could not be read on from there: load the table from its start.
+            Err(e) => {
+                tracing::debug!(table = %id, error = %e, "updating the last snapshot failed; loading afresh");
+                self.latest.lock().expect("latest snapshots").remove(id);
+                None
             }
         }
+    }
+
+    /// Loads a table from its last checkpoint and the commits after it.
+    async fn load_afresh(&self, id: &TableId) -> Result<Option<DeltaTable>, LakeError> {
         if !self.exists(id).await? {
             return Ok(None);
         }
+        #[cfg(test)]
+        self.afresh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
         let mut table = self.unloaded(id)?;
         table.load().await.map_err(|source| LakeError::Delta {
             table: id.to_string(),
@@ -240,6 +285,7 @@ impl Lake {
         if table.version().is_none() {
             return Ok(None);
         }
+        tracing::debug!(table = %id, version = table.version(), load_ms = t0.elapsed().as_millis() as u64, "table loaded");
         self.remember(id, &table);
         Ok(Some(table))
     }
@@ -444,6 +490,50 @@ mod tests {
             Some(1)
         );
         assert_eq!(version(lake.load(&silver).await.unwrap()), Some(1));
+    }
+
+    /// Loads of a table that start together read its log from the start once: the others wait
+    /// and read on from that snapshot. Pinned, they all get the one snapshot pinned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loads_at_once_read_a_table_from_its_start_once() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let writer = Lake::open(root).unwrap();
+        let id = TableId::new("silver", "t");
+        for a in 1..=3 {
+            append(&writer, &id, a).await;
+        }
+        async fn versions(lake: Lake, id: &TableId) -> Vec<Option<u64>> {
+            let loads = (0..8).map(|_| {
+                let (lake, id) = (lake.clone(), id.clone());
+                tokio::spawn(async move { lake.load(&id).await.unwrap().unwrap().version() })
+            });
+            let mut versions = Vec::new();
+            for v in futures::future::join_all(loads).await {
+                versions.push(v.unwrap());
+            }
+            versions
+        }
+
+        let lake = Lake::open(root).unwrap();
+        assert_eq!(versions(lake.clone(), &id).await, vec![Some(2); 8]);
+        assert_eq!(lake.afresh.load(Relaxed), 1);
+
+        let lake = Lake::open(root).unwrap();
+        let pinned = lake.pinned("silver");
+        let (first, rest) = tokio::join!(versions(pinned.clone(), &id), async {
+            append(&writer, &id, 4).await;
+            versions(pinned.clone(), &id).await
+        });
+        assert_eq!(lake.afresh.load(Relaxed), 1);
+        let all: std::collections::BTreeSet<_> = first.into_iter().chain(rest).collect();
+        assert_eq!(all.len(), 1, "one pinned snapshot: {all:?}");
+        assert_eq!(
+            versions(lake, &id).await,
+            vec![Some(3); 8],
+            "unpinned, the lake reads on"
+        );
     }
 
     /// A load after the first reads only the log entries after the snapshot the lake kept: with
