@@ -297,7 +297,7 @@ pub async fn run(
     let job = ctx.jobs.find(name).map_err(|e| exit(EXIT_USAGE, e))?;
     let partitions = partitions_of(job, date)?;
     // Each silver table's log is read once, at one snapshot, for the checks and the builds.
-    let runner = ctx.runner.frozen().await?;
+    let runner = ctx.runner.frozen_for(&[job]).await?;
     let mut failed = 0;
     for p in partitions {
         if !ignore_dependencies {
@@ -408,7 +408,7 @@ pub async fn backfill(
         .flat_map(|j| parts.iter().map(move |p| (*j, *p)))
         .collect();
     // Each silver table's log is read once, at one snapshot, for the checks and the builds.
-    let runner = ctx.runner.frozen().await?;
+    let runner = ctx.runner.frozen_for(&order).await?;
     // What the backfill reads and does not build itself must be built already.
     for j in &order {
         let first = j.partitions(from, from)[0];
