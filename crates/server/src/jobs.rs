@@ -33,7 +33,7 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-fn exit(code: i32, message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn exit(code: i32, message: impl Into<String>) -> anyhow::Error {
     Exit {
         code,
         message: message.into(),

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod jobs;
 pub mod live;
 pub mod metrics;

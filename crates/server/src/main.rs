@@ -101,6 +101,17 @@ enum Command {
     },
     /// Send synthetic game logs at a target rate and report acknowledged rates and latency.
     Loadgen(LoadgenArgs),
+    /// Bulk load existing log files (plain, gzip or zstd) into the data dir, without a server.
+    Import {
+        /// The files; each is read whole, its lines parsed like `POST /v1/logs` bodies.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The `source` recorded with the lines in `bronze.raw_logs`.
+        #[arg(long, default_value = "import")]
+        source: String,
+    },
 }
 
 /// Where the configuration and the data are (for commands that do not serve).
@@ -475,6 +486,10 @@ async fn main_async(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Loadgen(args) => loadgen(args).await,
+        Command::Import { files, cfg, source } => {
+            init_cli_tracing();
+            gamelake::import::run(cfg.load()?, &files, &source).await
+        }
     }
 }
 

@@ -75,6 +75,8 @@ pub enum WalError {
     },
     #[error("write-ahead log record of {len} bytes is over the limit of {MAX_RECORD_BYTES} bytes")]
     TooLarge { len: usize },
+    #[error("the write-ahead log in `{dir}` is in use by another process (a `gamelake serve` or `gamelake import` of this data dir): stop it first, or send the lines to the running server")]
+    InUse { dir: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -132,12 +134,35 @@ pub struct Wal {
     pending: Vec<Bytes>,
     pending_bytes: usize,
     next_offset: u64,
+    /// `LOCK` in the log's directory, locked exclusively while the log is open: two processes
+    /// appending to one log would interleave their records.
+    _lock: File,
 }
 
+/// Name of the lock file in the log's directory.
+pub const LOCK_FILE: &str = "LOCK";
+
 impl Wal {
-    /// Opens (or creates) the log in `dir`, recovering from a torn tail.
+    /// Opens (or creates) the log in `dir`, recovering from a torn tail. Fails with
+    /// [`WalError::InUse`] while another process (or another `Wal` of this one) has it open.
     pub fn open(dir: &Path, cfg: WalConfig) -> Result<(Self, Recovery), WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(WalError::InUse {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
         remove_spares(dir)?;
         let mut segments = list_segments(dir)?;
         let mut recovery = Recovery::default();
@@ -220,6 +245,7 @@ impl Wal {
             pending: Vec::new(),
             pending_bytes: 0,
             next_offset,
+            _lock: lock,
         };
         Ok((wal, recovery))
     }

@@ -159,6 +159,23 @@ fn corruption_in_an_old_segment_is_refused_with_its_name() {
 }
 
 #[test]
+fn a_log_open_elsewhere_is_refused_until_it_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WalConfig::default();
+    let (wal, _) = Wal::open(dir.path(), cfg.clone()).unwrap();
+    let Err(err) = Wal::open(dir.path(), cfg.clone()) else {
+        panic!("a second open of the log is refused")
+    };
+    assert!(matches!(err, WalError::InUse { .. }), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    drop(wal);
+    Wal::open(dir.path(), cfg).expect("opens once closed");
+}
+
+#[test]
 fn reused_segments_never_replay_their_old_records() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = WalConfig { segment_bytes: 200 };

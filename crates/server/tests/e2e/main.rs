@@ -4,6 +4,7 @@ mod crash;
 mod dashboard;
 mod duckdb;
 mod evolution;
+mod import;
 mod ingest;
 mod jobs;
 mod loadgen;
