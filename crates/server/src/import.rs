@@ -7,8 +7,11 @@
 //! - Nothing is lost: a line that does not parse lands in `bronze.dead_letters` with the reason,
 //!   as over HTTP.
 //! - No duplicates across a crash: each body carries an idempotency key made of the file's
-//!   identity (path, size, modification time) and the body's number, so an import run again
-//!   after a crash skips the bodies already durable, within `ingest.idempotency_window_s`.
+//!   identity (path, size, modification time) and the body's number, and after each durable
+//!   body `imports.json` beside the write-ahead log records how many bodies of the file are
+//!   in. An import run again skips those (read, not parsed), and the keys catch a body made
+//!   durable just before a crash that the file did not record yet (within
+//!   `ingest.idempotency_window_s`).
 //! - The write-ahead log is locked while a process has it open: an import refuses to run beside
 //!   a `gamelake serve` of the same data dir (send the lines to the server instead).
 
@@ -43,6 +46,48 @@ struct Counts {
     bytes: u64,
 }
 
+/// Name of the record of imported files in the write-ahead log's directory.
+pub const IMPORTS_FILE: &str = "imports.json";
+
+/// What an earlier import made durable of a file.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Imported {
+    bodies: u64,
+    accepted: u64,
+    dead_lettered: u64,
+}
+
+/// `imports.json`: file identity → [`Imported`], rewritten (by rename) after each body.
+struct Imports {
+    path: PathBuf,
+    files: std::collections::BTreeMap<String, Imported>,
+}
+
+impl Imports {
+    fn open(wal_dir: &Path) -> anyhow::Result<Self> {
+        let path = wal_dir.join(IMPORTS_FILE);
+        let files = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading `{}`", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+        };
+        Ok(Self { path, files })
+    }
+
+    fn get(&self, identity: &str) -> Imported {
+        self.files.get(identity).copied().unwrap_or_default()
+    }
+
+    fn set(&mut self, identity: &str, imported: Imported) -> anyhow::Result<()> {
+        self.files.insert(identity.to_string(), imported);
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.files)?)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .with_context(|| format!("writing `{}`", self.path.display()))
+    }
+}
+
 /// Imports `files` into the data dir of `cfg`, then commits every line to its tables.
 pub async fn run(cfg: Config, files: &[PathBuf], source: &str) -> anyhow::Result<()> {
     if files.is_empty() {
@@ -59,11 +104,12 @@ pub async fn run(cfg: Config, files: &[PathBuf], source: &str) -> anyhow::Result
     let metrics = Arc::new(Metrics::default());
     // Recovery first: what an earlier import or server left in the log reaches its tables.
     let (pipeline, task, _) = pipeline::start(&cfg, lake, metrics).await?;
+    let mut imports = Imports::open(&cfg.wal_dir)?;
     let started = Instant::now();
     let mut total = Counts::default();
     let mut result = Ok(());
     for (file, identity) in files.iter().zip(&identities) {
-        match import_file(&pipeline, file, identity, source).await {
+        match import_file(&pipeline, &mut imports, file, identity, source).await {
             Ok(c) => {
                 println!(
                     "{}: {} lines accepted, {} dead-lettered, {:.1} MiB in {} bodies{}",
@@ -168,11 +214,15 @@ fn read_bodies(path: PathBuf) -> tokio::sync::mpsc::Receiver<std::io::Result<Byt
 
 async fn import_file(
     pipeline: &pipeline::Pipeline,
+    imports: &mut Imports,
     path: &Path,
     identity: &str,
     source: &str,
 ) -> anyhow::Result<Counts> {
     let mut counts = Counts::default();
+    let mut done = imports.get(identity);
+    counts.accepted = done.accepted;
+    counts.dead_lettered = done.dead_lettered;
     let mut bodies = read_bodies(path.to_path_buf());
     let mut n = 0u64;
     while let Some(body) = bodies.recv().await {
@@ -181,12 +231,22 @@ async fn import_file(
         n += 1;
         counts.bodies += 1;
         counts.bytes += body.len() as u64;
+        if n <= done.bodies {
+            counts.skipped_bodies += 1;
+            continue;
+        }
         match pipeline.idempotency.begin(source, &key, now_ms()) {
             Begin::New => {}
             Begin::Replay(answer) => {
                 counts.skipped_bodies += 1;
                 counts.accepted += answer.accepted as u64;
                 counts.dead_lettered += answer.dead_lettered as u64;
+                done = Imported {
+                    bodies: n,
+                    accepted: done.accepted + answer.accepted as u64,
+                    dead_lettered: done.dead_lettered + answer.dead_lettered as u64,
+                };
+                imports.set(identity, done)?;
                 continue;
             }
             Begin::InFlight => anyhow::bail!("body {key} is being imported by this process twice"),
@@ -197,6 +257,12 @@ async fn import_file(
                 pipeline.idempotency.finish(source, &key, now_ms(), a);
                 counts.accepted += a.accepted as u64;
                 counts.dead_lettered += a.dead_lettered as u64;
+                done = Imported {
+                    bodies: n,
+                    accepted: done.accepted + a.accepted as u64,
+                    dead_lettered: done.dead_lettered + a.dead_lettered as u64,
+                };
+                imports.set(identity, done)?;
             }
             Err(e) => {
                 pipeline.idempotency.abort(source, &key);

@@ -11,11 +11,16 @@ use serde_json::Value;
 use crate::util::{gamelake, Server};
 
 fn import(dir: &Path, files: &[&str]) -> Output {
+    import_with(dir, files, &[])
+}
+
+fn import_with(dir: &Path, files: &[&str], args: &[&str]) -> Output {
     gamelake()
         .arg("import")
         .args(files.iter().map(|f| dir.join(f)))
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .args(args)
         .output()
         .expect("running gamelake import")
 }
@@ -104,8 +109,11 @@ async fn import_loads_plain_gzip_and_zstd_files_once() {
     );
     assert_eq!(dead, "this is not a log line,syntax,import");
 
-    // Again: every body is known, nothing is written twice.
-    let out = import(d, &files);
+    // Again, with idempotency keys forgotten at once: the record of imported files beside the
+    // write-ahead log still knows every body, and nothing is written twice.
+    let config = d.join("window0.toml");
+    std::fs::write(&config, "[ingest]\nidempotency_window_s = 0\n").unwrap();
+    let out = import_with(d, &files, &["--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
