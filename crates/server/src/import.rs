@@ -24,13 +24,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use gamelake_lake::Lake;
-use gamelake_parse::IngestMeta;
 
 use crate::config::Config;
 use crate::jobs::{exit, EXIT_USAGE};
 use crate::metrics::Metrics;
+use crate::pipeline;
 use crate::pipeline::idempotency::{Answer, Begin};
-use crate::pipeline::{self, record};
 
 /// Bytes of lines per body: large enough that the fsync per body is a small share, small
 /// enough that a body's parsed rows stay a few tens of MiB.
@@ -55,6 +54,24 @@ struct Imported {
     bodies: u64,
     accepted: u64,
     dead_lettered: u64,
+}
+
+impl Imported {
+    /// With one more body, answered `a`.
+    fn then(self, a: Answer) -> Self {
+        Imported {
+            bodies: self.bodies + 1,
+            accepted: self.accepted + a.accepted as u64,
+            dead_lettered: self.dead_lettered + a.dead_lettered as u64,
+        }
+    }
+}
+
+impl Counts {
+    fn add(&mut self, a: Answer) {
+        self.accepted += a.accepted as u64;
+        self.dead_lettered += a.dead_lettered as u64;
+    }
 }
 
 /// `imports.json`: file identity → [`Imported`], rewritten (by rename) after each body.
@@ -239,13 +256,8 @@ async fn import_file(
             Begin::New => {}
             Begin::Replay(answer) => {
                 counts.skipped_bodies += 1;
-                counts.accepted += answer.accepted as u64;
-                counts.dead_lettered += answer.dead_lettered as u64;
-                done = Imported {
-                    bodies: n,
-                    accepted: done.accepted + answer.accepted as u64,
-                    dead_lettered: done.dead_lettered + answer.dead_lettered as u64,
-                };
+                counts.add(answer);
+                done = done.then(answer);
                 imports.set(identity, done)?;
                 continue;
             }
@@ -255,13 +267,8 @@ async fn import_file(
         match answer {
             Ok(a) => {
                 pipeline.idempotency.finish(source, &key, now_ms(), a);
-                counts.accepted += a.accepted as u64;
-                counts.dead_lettered += a.dead_lettered as u64;
-                done = Imported {
-                    bodies: n,
-                    accepted: done.accepted + a.accepted as u64,
-                    dead_lettered: done.dead_lettered + a.dead_lettered as u64,
-                };
+                counts.add(a);
+                done = done.then(a);
                 imports.set(identity, done)?;
             }
             Err(e) => {
@@ -287,28 +294,7 @@ async fn submit(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ingest_time_us = chrono::Utc::now().timestamp_micros();
-    let meta = IngestMeta {
-        ingest_time_us,
-        source: source.to_string(),
-    };
-    let parsed = pipeline.parse(&body, &meta);
-    let answer = Answer {
-        accepted: parsed.accepted,
-        dead_lettered: parsed.dead_lettered,
-    };
-    if parsed.lines() == 0 {
-        return Ok(answer);
-    }
-    let bytes = body.len() as u64;
-    pipeline
-        .submit(
-            record::parts(ingest_time_us, source, Some(key), body),
-            parsed,
-            bytes,
-        )
-        .await?;
-    Ok(answer)
+    Ok(pipeline.ingest(source, Some(key), body).await?)
 }
 
 fn now_ms() -> i64 {

@@ -9,13 +9,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gamelake_parse::IngestMeta;
 
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::config::Role;
 use crate::pipeline::idempotency::{Answer, Begin};
-use crate::pipeline::{record, Pipeline};
+use crate::pipeline::Pipeline;
 
 /// Reads a refused request's body to its end (at most `limit` bytes) and drops it. A body left
 /// unread makes the server close the connection after answering; under backpressure every
@@ -107,26 +106,8 @@ async fn make_durable(
     key: Option<&str>,
     body: Bytes,
 ) -> Result<Answer, ApiError> {
-    let ingest_time_us = chrono::Utc::now().timestamp_micros();
-    let meta = IngestMeta {
-        ingest_time_us,
-        source: source.to_string(),
-    };
-    let parsed = pipeline.parse(&body, &meta);
-    let answer = Answer {
-        accepted: parsed.accepted,
-        dead_lettered: parsed.dead_lettered,
-    };
-    if parsed.lines() == 0 {
-        return Ok(answer);
-    }
-    let bytes = body.len() as u64;
     pipeline
-        .submit(
-            record::parts(ingest_time_us, source, key, body),
-            parsed,
-            bytes,
-        )
+        .ingest(source, key, body)
         .await
         .map_err(|e| match e {
             crate::pipeline::SubmitError::ShuttingDown => ApiError::new(
@@ -134,8 +115,7 @@ async fn make_durable(
                 "the server is shutting down; retry on another instance or later",
             ),
             crate::pipeline::SubmitError::Wal(msg) => ApiError::new(ErrorCode::Internal, msg),
-        })?;
-    Ok(answer)
+        })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

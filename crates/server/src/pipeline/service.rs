@@ -183,6 +183,34 @@ impl Pipeline {
     }
 
     /// Stops taking bodies; the WAL thread finishes what it has and the tables commit the rest.
+    /// Parses a body of `source` and makes it durable with its idempotency key: what `POST
+    /// /v1/logs` and `gamelake import` do with each body. A body without lines is answered
+    /// without a record.
+    pub async fn ingest(
+        &self,
+        source: &str,
+        key: Option<&str>,
+        body: Bytes,
+    ) -> Result<Answer, SubmitError> {
+        let ingest_time_us = chrono::Utc::now().timestamp_micros();
+        let meta = gamelake_parse::IngestMeta {
+            ingest_time_us,
+            source: source.to_string(),
+        };
+        let parsed = self.parse(&body, &meta);
+        let answer = Answer {
+            accepted: parsed.accepted,
+            dead_lettered: parsed.dead_lettered,
+        };
+        if parsed.lines() == 0 {
+            return Ok(answer);
+        }
+        let bytes = body.len() as u64;
+        let parts = record::parts(ingest_time_us, source, key, body);
+        self.submit(parts, parsed, bytes).await?;
+        Ok(answer)
+    }
+
     pub fn close(&self) {
         self.tx.write().expect("sender lock").take();
     }

@@ -441,9 +441,9 @@ async fn many_builds_at_once_all_finish() {
         .await;
     }
     let failed = s
-        .query("SELECT count(*) FROM system.job_runs WHERE status IN ('failed', 'timed_out')")
+        .query("SELECT job, \"partition\", status, error FROM system.job_runs WHERE status IN ('failed', 'timed_out')")
         .await;
-    assert_eq!(failed, vec![vec![Value::from(0)]]);
+    assert_eq!(failed, Vec::<Vec<Value>>::new(), "runs that failed");
 }
 
 /// An hourly job and a late event: only the event's hour is built again, also when the hour
