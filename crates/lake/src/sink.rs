@@ -1159,24 +1159,22 @@ mod tests {
             .to_string()
     }
 
-    /// A day's replacement: its files go and the new rows come in one overwrite commit with the
-    /// predicate, other days stay; a day replaced by no rows is empty; rows outside the days and
-    /// a new column take delta-rs's write (which refuses the first and merges the second).
     /// Two builds that create a job's table at once (a catch-up and a late-data run of two
     /// days): both commit, each its own day.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replacements_that_create_the_table_at_once_both_commit() {
         for round in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+            let root = dir.path().to_str().unwrap().to_string();
             let id = TableId::new("gold", "c");
+            // Each in a lake of its own, as two processes.
             let replace = |d: i32| {
-                let (lake, id) = (lake.clone(), id.clone());
+                let (root, id) = (root.clone(), id.clone());
                 tokio::spawn(async move {
                     let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
                         + chrono::Days::new(d as u64);
                     replace_partition(
-                        &Lake::open(lake.root().as_str()).unwrap(),
+                        &Lake::open(&root).unwrap(),
                         &id,
                         vec![batch(&[d], &[("a", vec![d as i64])])],
                         &["event_date".to_string()],
@@ -1192,15 +1190,14 @@ mod tests {
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             six.unwrap()
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            let files = Lake::open(dir.path().to_str().unwrap())
-                .unwrap()
-                .files(&id)
-                .await
-                .unwrap();
+            let files = Lake::open(&root).unwrap().files(&id).await.unwrap();
             assert_eq!(files.len(), 2, "round {round}: {files:?}");
         }
     }
 
+    /// A day's replacement: its files go and the new rows come in one overwrite commit with the
+    /// predicate, other days stay; a day replaced by no rows is empty; rows outside the days and
+    /// a new column take delta-rs's write (which refuses the first and merges the second).
     #[tokio::test]
     async fn replaced_days_swap_their_files_and_nothing_else() {
         use deltalake::arrow::array::StringViewArray;

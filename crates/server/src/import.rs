@@ -15,7 +15,6 @@
 //! - The write-ahead log is locked while a process has it open: an import refuses to run beside
 //!   a `gamelake serve` of the same data dir (send the lines to the server instead).
 
-use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +70,14 @@ impl Counts {
     fn add(&mut self, a: Answer) {
         self.accepted += a.accepted as u64;
         self.dead_lettered += a.dead_lettered as u64;
+    }
+
+    fn merge(&mut self, c: Counts) {
+        self.bodies += c.bodies;
+        self.skipped_bodies += c.skipped_bodies;
+        self.accepted += c.accepted;
+        self.dead_lettered += c.dead_lettered;
+        self.bytes += c.bytes;
     }
 }
 
@@ -140,11 +147,7 @@ pub async fn run(cfg: Config, files: &[PathBuf], source: &str) -> anyhow::Result
                         n => format!(" ({n} already imported, skipped)"),
                     }
                 );
-                total.accepted += c.accepted;
-                total.dead_lettered += c.dead_lettered;
-                total.bytes += c.bytes;
-                total.bodies += c.bodies;
-                total.skipped_bodies += c.skipped_bodies;
+                total.merge(c);
             }
             Err(e) => {
                 result = Err(e.context(format!("importing `{}`", file.display())));
@@ -169,18 +172,22 @@ pub async fn run(cfg: Config, files: &[PathBuf], source: &str) -> anyhow::Result
     Ok(())
 }
 
-/// The file's path, size and modification time, hashed: the prefix of its bodies' keys.
+/// The file's absolute path, size and modification time (ns since the epoch): the key of its
+/// record in `imports.json` and the prefix of its bodies' idempotency keys. Written out, not
+/// hashed: it is kept across releases, and std's hashers are not stable across them.
 fn identity(path: &Path) -> std::io::Result<String> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
     std::fs::File::open(path)?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::fs::canonicalize(path)?.hash(&mut h);
-    meta.len().hash(&mut h);
-    meta.modified().ok().hash(&mut h);
-    Ok(format!("{:016x}", h.finish()))
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let path = std::fs::canonicalize(path)?;
+    Ok(format!("{}:{}:{modified}", path.display(), meta.len()))
 }
 
 /// The file's lines, gzip and zstd undone.
@@ -244,7 +251,7 @@ async fn import_file(
     let mut n = 0u64;
     while let Some(body) = bodies.recv().await {
         let body = body.context("reading the file")?;
-        let key = format!("import-{identity}-{n}");
+        let key = format!("import:{identity}:{n}");
         n += 1;
         counts.bodies += 1;
         counts.bytes += body.len() as u64;

@@ -182,7 +182,6 @@ impl Pipeline {
         }
     }
 
-    /// Stops taking bodies; the WAL thread finishes what it has and the tables commit the rest.
     /// Parses a body of `source` and makes it durable with its idempotency key: what `POST
     /// /v1/logs` and `gamelake import` do with each body. A body without lines is answered
     /// without a record.
@@ -211,6 +210,7 @@ impl Pipeline {
         Ok(answer)
     }
 
+    /// Stops taking bodies; the WAL thread finishes what it has and the tables commit the rest.
     pub fn close(&self) {
         self.tx.write().expect("sender lock").take();
     }
